@@ -1,0 +1,180 @@
+//! Starting and stopping the whole bridge: both listeners, the ticker, and
+//! the shutdown that closes every socket with 1001 and ends every agent
+//! stream.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::close::Close;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::token::TokenVerifier;
+use crate::{grpc, http, ticker};
+
+/// What every task of a running bridge shares.
+pub struct Shared {
+    pub config: Config,
+    pub registry: Registry,
+    pub verifier: TokenVerifier,
+    /// Cancelled once, when the bridge begins to shut down.
+    pub shutdown: CancellationToken,
+    /// Every task the bridge spawns, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    /// The signing key could not be read as the configured kind of key.
+    Key(jsonwebtoken::errors::Error),
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Key(error) => write!(f, "unusable token key: {error}"),
+            StartError::Bind {
+                listener,
+                addr,
+                error,
+            } => write!(f, "cannot listen for {listener} on {addr}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running bridge.
+pub struct Bridge {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Bridge {
+    /// Binds both listeners and starts serving.
+    pub async fn start(config: Config) -> Result<Bridge, StartError> {
+        let verifier =
+            TokenVerifier::new(&config.signing_key, &config.claim_checks).map_err(StartError::Key)?;
+        let http_listener = bind("http", config.http_addr).await?;
+        let grpc_listener = bind("grpc", config.grpc_addr).await?;
+        let http_addr = local_addr("http", &http_listener, config.http_addr)?;
+        let grpc_addr = local_addr("grpc", &grpc_listener, config.grpc_addr)?;
+
+        let shared = Arc::new(Shared {
+            registry: Registry::new(config.limits),
+            config,
+            verifier,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        shared.tasks.spawn(http::serve(http_listener, shared.clone()));
+        let grpc = tokio::spawn(grpc::serve(grpc_listener, shared.clone()));
+        ticker::spawn(&shared);
+
+        info!(http = %http_addr, grpc = %grpc_addr, "bridge listening");
+        Ok(Bridge {
+            shared,
+            http_addr,
+            grpc_addr,
+            grpc,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// A token that is cancelled when shutdown begins; also cancels it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) {
+        tokio::select! {
+            _ = shutdown_signal() => info!("shutdown signal received"),
+            _ = self.shared.shutdown.cancelled() => {}
+        }
+        self.stop().await;
+    }
+
+    /// Stops accepting, closes every socket with 1001 and every agent stream,
+    /// and waits (at most the configured grace) for them to finish.
+    pub async fn stop(self) {
+        let grace = self.shared.config.shutdown_grace;
+        self.shared.shutdown.cancel();
+        self.shared.registry.close_all(Close::ShuttingDown);
+        self.shared.tasks.close();
+
+        let finished = tokio::time::timeout(grace, async {
+            self.shared.tasks.wait().await;
+            let _ = self.grpc.await;
+        })
+        .await;
+        match finished {
+            Ok(()) => info!("bridge stopped"),
+            Err(_) => warn!(?grace, "bridge stopped with tasks still running"),
+        }
+    }
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Bind {
+            listener,
+            addr,
+            error,
+        })
+}
+
+fn local_addr(
+    listener: &'static str,
+    bound: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    bound.local_addr().map_err(|error| StartError::Bind {
+        listener,
+        addr,
+        error,
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler succeeds on Unix");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

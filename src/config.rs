@@ -1,0 +1,79 @@
+//! The bridge's settings, independent of how they were given (command line,
+//! environment, or a test building them directly).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::registry::RegistryLimits;
+use crate::token::{ClaimChecks, SigningKey};
+
+/// How often each periodic message goes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intervals {
+    pub state: Duration,
+    pub connections: Duration,
+    pub disks: Duration,
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Intervals {
+            state: Duration::from_secs(1),
+            connections: Duration::from_secs(10),
+            disks: Duration::from_secs(120),
+        }
+    }
+}
+
+/// How long shutdown waits for sockets and streams to close by default.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// WebSockets (and, later, plain HTTP pages) listen here.
+    pub http_addr: SocketAddr,
+    /// Agents and control planes connect here.
+    pub grpc_addr: SocketAddr,
+    pub signing_key: SigningKey,
+    pub claim_checks: ClaimChecks,
+    /// The bearer token agents and control planes present.
+    pub agent_token: String,
+    pub intervals: Intervals,
+    pub limits: RegistryLimits,
+    /// Largest client frame or message accepted; larger closes with 1008.
+    pub max_client_frame: usize,
+    /// How long a client may take to send its upgrade request.
+    pub upgrade_timeout: Duration,
+    /// How long shutdown waits for sockets and streams to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for everything but the secrets, listening on ephemeral
+    /// loopback ports.
+    pub fn new(signing_key: SigningKey, agent_token: String) -> Self {
+        Config {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            signing_key,
+            claim_checks: ClaimChecks::default(),
+            agent_token,
+            intervals: Intervals::default(),
+            limits: RegistryLimits::default(),
+            max_client_frame: 64 * 1024,
+            upgrade_timeout: Duration::from_secs(10),
+            shutdown_grace: SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            stale_after: Duration::from_secs(5),
+            max_backlog: 1024,
+            max_connections: 20_000,
+            max_connections_per_account: 64,
+        }
+    }
+}

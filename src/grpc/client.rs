@@ -1,0 +1,43 @@
+//! Clients of the bridge's own gRPC services, authenticated with the agent
+//! token: used by the demo's simulated hypervisor and by anything else in
+//! this crate that feeds a bridge.
+
+use std::net::SocketAddr;
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::grpc::proto::agent_service_client::AgentServiceClient;
+use crate::grpc::proto::control_service_client::ControlServiceClient;
+
+/// Adds `authorization: Bearer <agent token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type AgentClient = AgentServiceClient<InterceptedService<Channel, Bearer>>;
+pub type ControlClient = ControlServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Both clients over one HTTP/2 connection to `addr`.
+pub async fn connect(
+    addr: SocketAddr,
+    agent_token: &str,
+) -> Result<(AgentClient, ControlClient), Box<dyn std::error::Error + Send + Sync>> {
+    let bearer = Bearer(format!("Bearer {agent_token}").parse()?);
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok((
+        AgentServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        ControlServiceClient::with_interceptor(channel, bearer),
+    ))
+}

@@ -1,0 +1,29 @@
+//! cherry-bridge: hypervisor agents stream machine data in over gRPC;
+//! browser frontends watch it over WebSockets.
+//!
+//! The data path, in the order a message travels:
+//! `grpc` (agents and control planes in) → `registry` (the latest picture,
+//! and who watches it) → `fanout` and `outbox` (per-scope routing and
+//! per-connection queues) → `websocket` (sessions out). `envelope` builds
+//! the frames, `ticker` drives the cadences, `close` decides close codes.
+
+pub mod account;
+pub mod bridge;
+pub mod cli;
+pub mod close;
+pub mod config;
+pub mod demo;
+pub mod envelope;
+pub mod fanout;
+pub mod grpc;
+pub mod http;
+pub mod machine;
+pub mod outbox;
+pub mod registry;
+pub mod ticker;
+pub mod token;
+pub mod websocket;
+
+pub use bridge::Bridge;
+pub use config::{Config, Intervals};
+pub use grpc::proto;

@@ -1,0 +1,183 @@
+//! A connection's outbound queue: what the fan-out has handed to one
+//! WebSocket and the socket has not written yet.
+//!
+//! Pushing never waits, so neither an agent nor the ticker ever waits for a
+//! slow client. Events queue in order up to a bound; passing the bound asks
+//! the connection to close with 1013. Periodic DATA_* messages are
+//! latest-wins: each type has one slot, and a newer message replaces an
+//! unsent older one in place, keeping its position in the sequence.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::close::Close;
+use crate::envelope::Frame;
+
+/// The periodic message types, each with a latest-wins slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Periodic {
+    State,
+    Disks,
+    Connections,
+}
+
+impl Periodic {
+    pub const ALL: [Periodic; 3] = [Periodic::State, Periodic::Disks, Periodic::Connections];
+
+    fn slot(self) -> usize {
+        match self {
+            Periodic::State => 0,
+            Periodic::Disks => 1,
+            Periodic::Connections => 2,
+        }
+    }
+}
+
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    /// Woken on every push; the connection's writer waits on it.
+    ready: Notify,
+    /// Woken when a close is requested, so a writer blocked on a slow socket
+    /// can give up.
+    closing: Notify,
+}
+
+struct Queue {
+    /// Position of the next message pushed; orders events and slots.
+    next: u64,
+    events: VecDeque<(u64, Frame)>,
+    periodic: [Option<(u64, Frame)>; 3],
+    /// How many unsent events are tolerated before the connection is closed.
+    max_events: usize,
+    /// Set once; everything still queued is dropped when it is.
+    close: Option<Close>,
+}
+
+/// What a writer takes from the outbox in one go.
+pub enum Batch {
+    Frames(Vec<Frame>),
+    Close(Close),
+}
+
+impl Outbox {
+    pub fn new(max_events: usize) -> Self {
+        Outbox {
+            queue: Mutex::new(Queue {
+                next: 0,
+                events: VecDeque::new(),
+                periodic: [None, None, None],
+                max_events,
+                close: None,
+            }),
+            ready: Notify::new(),
+            closing: Notify::new(),
+        }
+    }
+
+    /// Queues an event. Past the bound, the connection is asked to close with
+    /// 1013 instead; the event is not lost silently, the connection ends.
+    pub fn push_event(&self, frame: Frame) {
+        let mut queue = self.lock();
+        if queue.close.is_some() {
+            return;
+        }
+        if queue.events.len() >= queue.max_events {
+            queue.close = Some(Close::TooFarBehind);
+            drop(queue);
+            self.closing.notify_one();
+            self.ready.notify_one();
+            return;
+        }
+        let position = queue.next;
+        queue.next += 1;
+        queue.events.push_back((position, frame));
+        drop(queue);
+        self.ready.notify_one();
+    }
+
+    /// Puts a periodic message in its slot, replacing an unsent older one.
+    pub fn push_periodic(&self, kind: Periodic, frame: Frame) {
+        let mut queue = self.lock();
+        if queue.close.is_some() {
+            return;
+        }
+        let position = match &queue.periodic[kind.slot()] {
+            Some((position, _)) => *position,
+            None => {
+                let position = queue.next;
+                queue.next += 1;
+                position
+            }
+        };
+        queue.periodic[kind.slot()] = Some((position, frame));
+        drop(queue);
+        self.ready.notify_one();
+    }
+
+    /// Asks the connection to close; the first request wins.
+    pub fn close(&self, reason: Close) {
+        let mut queue = self.lock();
+        if queue.close.is_none() {
+            queue.close = Some(reason);
+        }
+        drop(queue);
+        self.closing.notify_one();
+        self.ready.notify_one();
+    }
+
+    /// Waits until something is queued, then takes all of it in order. A
+    /// requested close comes before anything still queued.
+    pub async fn next_batch(&self) -> Batch {
+        loop {
+            if let Some(batch) = self.take() {
+                return batch;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Resolves once a close has been requested.
+    pub async fn closing(&self) {
+        loop {
+            if self.lock().close.is_some() {
+                return;
+            }
+            self.closing.notified().await;
+        }
+    }
+
+    /// The requested close, if any.
+    pub fn close_reason(&self) -> Option<Close> {
+        self.lock().close
+    }
+
+    /// Number of unsent events; for tests and metrics.
+    pub fn backlog(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    fn take(&self) -> Option<Batch> {
+        let mut queue = self.lock();
+        if let Some(reason) = queue.close {
+            return Some(Batch::Close(reason));
+        }
+        let periodic: Vec<(u64, Frame)> = queue.periodic.iter_mut().filter_map(Option::take).collect();
+        if queue.events.is_empty() && periodic.is_empty() {
+            return None;
+        }
+
+        let mut items: Vec<(u64, Frame)> = queue.events.drain(..).collect();
+        drop(queue);
+        items.extend(periodic);
+        items.sort_unstable_by_key(|(position, _)| *position);
+        Some(Batch::Frames(items.into_iter().map(|(_, frame)| frame).collect()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock leaves plain data behind; the
+        // queue stays usable.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,37 @@
+//! The three cadences: DATA_DYNAMIC every state interval,
+//! DATA_DYNAMIC_CONNECTIONS every connections interval, DATA_DYNAMIC_DISKS
+//! every disks interval. Each tick asks the registry to build one body per
+//! scope and hand it to the connections that share it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+
+use crate::bridge::Shared;
+use crate::outbox::Periodic;
+
+pub fn spawn(shared: &Arc<Shared>) {
+    let intervals = shared.config.intervals;
+    for (kind, period) in [
+        (Periodic::State, intervals.state),
+        (Periodic::Connections, intervals.connections),
+        (Periodic::Disks, intervals.disks),
+    ] {
+        shared.tasks.spawn(run(shared.clone(), kind, period));
+    }
+}
+
+async fn run(shared: Arc<Shared>, kind: Periodic, period: Duration) {
+    // Connections get a snapshot when they open, so the first tick is one
+    // period away. A tick that falls behind is skipped, not bunched: a
+    // frontend wants the latest picture, not a burst of old ones.
+    let mut ticks = interval_at(Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = ticks.tick() => shared.registry.tick(kind),
+        }
+    }
+}

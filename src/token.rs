@@ -1,0 +1,176 @@
+//! Access tokens: verifying the JWTs frontends present, and minting them for
+//! the demo and the `token` command.
+//!
+//! Every failure maps to one 4401 close reason; the token itself is never
+//! logged or echoed.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::account::AccountType;
+use crate::close::Close;
+
+/// How tokens are signed.
+#[derive(Clone)]
+pub enum SigningKey {
+    /// HS256 with a shared secret.
+    Secret(Vec<u8>),
+    /// RS256, verified with a PEM public key.
+    RsaPublicPem(Vec<u8>),
+    /// ES256, verified with a PEM public key.
+    EcPublicPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for SigningKey {
+    /// Never shows key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            SigningKey::Secret(_) => "Secret",
+            SigningKey::RsaPublicPem(_) => "RsaPublicPem",
+            SigningKey::EcPublicPem(_) => "EcPublicPem",
+        };
+        write!(f, "SigningKey::{kind}(..)")
+    }
+}
+
+impl SigningKey {
+    pub fn rsa_from_file(path: &Path) -> std::io::Result<Self> {
+        std::fs::read(path).map(SigningKey::RsaPublicPem)
+    }
+
+    pub fn ec_from_file(path: &Path) -> std::io::Result<Self> {
+        std::fs::read(path).map(SigningKey::EcPublicPem)
+    }
+}
+
+/// Optional registered-claim checks.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimChecks {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// The claims the bridge reads. `permissions` and `account_type` describe the
+/// account when the directory does not.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<u64>,
+}
+
+/// What a valid access token says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub account: Uuid,
+    /// Seconds since the epoch; the session ends at this moment.
+    pub expires_at: u64,
+    /// The account as the token describes it, if it does.
+    pub claimed: Option<(AccountType, u64)>,
+}
+
+impl Verified {
+    /// Time left before the token expires, measured against the wall clock.
+    pub fn remaining(&self) -> Duration {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Duration::from_secs(self.expires_at).saturating_sub(now)
+    }
+}
+
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    pub fn new(key: &SigningKey, checks: &ClaimChecks) -> Result<Self, jsonwebtoken::errors::Error> {
+        let (key, algorithm) = match key {
+            SigningKey::Secret(secret) => (DecodingKey::from_secret(secret)?, Algorithm::HS256),
+            SigningKey::RsaPublicPem(pem) => (DecodingKey::from_rsa_pem(pem)?, Algorithm::RS256),
+            SigningKey::EcPublicPem(pem) => (DecodingKey::from_ec_pem(pem)?, Algorithm::ES256),
+        };
+
+        // Only the configured algorithm is accepted, so `alg: none` and a
+        // token signed with another family of key both fail verification.
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &checks.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &checks.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        Ok(TokenVerifier { key, validation })
+    }
+
+    /// Checks signature, expiry and type, and reads the account.
+    pub fn verify(&self, token: &str) -> Result<Verified, Close> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => Close::TokenExpired,
+                _ => Close::InvalidToken,
+            })?;
+        let claims = data.claims;
+
+        if claims.token_type.as_deref() != Some("access") {
+            return Err(Close::NotAccessToken);
+        }
+        let account = Uuid::parse_str(&claims.sub).map_err(|_| Close::InvalidToken)?;
+        let claimed = match claims.account_type.as_deref() {
+            None => None,
+            Some(text) => {
+                let account_type = AccountType::parse(text).ok_or(Close::InvalidToken)?;
+                Some((account_type, claims.permissions.unwrap_or(0)))
+            }
+        };
+        Ok(Verified {
+            account,
+            expires_at: claims.exp,
+            claimed,
+        })
+    }
+}
+
+/// What to put in a new token.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub account: Uuid,
+    pub account_type: Option<AccountType>,
+    pub permissions: Option<u64>,
+    pub lifetime: Duration,
+    /// `access` for frontends; anything else is refused by the bridge.
+    pub token_type: String,
+}
+
+/// Signs an HS256 token with the shared secret.
+pub fn mint(secret: &[u8], request: &TokenRequest) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let claims = Claims {
+        sub: request.account.to_string(),
+        exp: (now + request.lifetime).as_secs(),
+        token_type: Some(request.token_type.clone()),
+        account_type: request.account_type.map(|t| t.as_str().to_owned()),
+        permissions: request.permissions,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret)?,
+    )
+}

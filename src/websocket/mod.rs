@@ -1,0 +1,4 @@
+//! The WebSocket side: reading upgrade requests and running sessions.
+
+pub mod request;
+pub mod session;

@@ -1,0 +1,207 @@
+//! One WebSocket from upgrade to close: admission, then a loop that writes
+//! what the fan-out queued, answers pings, honours a client close, and
+//! closes the socket when the registry, the token's expiry or shutdown says
+//! so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::bridge::Shared;
+use crate::close::Close;
+use crate::outbox::{Batch, Outbox};
+use crate::registry::Admission;
+use crate::websocket::request::{self, Endpoint};
+
+/// How long the bridge keeps trying to deliver its close frame (behind
+/// whatever the client has not read yet) before it drops the connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How a session ended.
+enum Ending {
+    /// The bridge closed it with this code.
+    Closed(Close),
+    /// The client closed it, with the code it gave.
+    ByClient(Option<u16>),
+    /// The connection broke.
+    Lost,
+}
+
+pub async fn run(upgrade: HyperWebsocket, endpoint: Endpoint, query: Option<String>, shared: Arc<Shared>) {
+    let mut ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(error) => {
+            debug!(scope = endpoint.name(), %error, "upgrade failed");
+            return;
+        }
+    };
+
+    let (admission, expires_at) = match admit(&shared, endpoint, query.as_deref()) {
+        Ok(admitted) => admitted,
+        Err((reason, account)) => {
+            info!(
+                scope = endpoint.name(),
+                account = account.map(|a| a.to_string()),
+                code = reason.code(),
+                reason = reason.reason(),
+                "connection refused"
+            );
+            send_close(&mut ws, reason).await;
+            return;
+        }
+    };
+    let account = admission.principal.account;
+    info!(scope = endpoint.name(), %account, connection = admission.id, "connection opened");
+
+    let ending = pump(&mut ws, &admission.outbox, expires_at, &shared).await;
+    shared.registry.release(admission.id);
+
+    match ending {
+        Ending::Closed(reason) => info!(
+            scope = endpoint.name(),
+            %account,
+            connection = admission.id,
+            code = reason.code(),
+            reason = reason.reason(),
+            "connection closed"
+        ),
+        Ending::ByClient(code) => info!(
+            scope = endpoint.name(),
+            %account,
+            connection = admission.id,
+            code,
+            "connection closed by client"
+        ),
+        Ending::Lost => info!(
+            scope = endpoint.name(),
+            %account,
+            connection = admission.id,
+            "connection lost"
+        ),
+    }
+}
+
+/// Parses the request, verifies the token and joins the fan-out. On refusal,
+/// returns the close to send and, when the token named one, the account.
+fn admit(
+    shared: &Shared,
+    endpoint: Endpoint,
+    query: Option<&str>,
+) -> Result<(Admission, Instant), (Close, Option<Uuid>)> {
+    let request = request::parse(endpoint, query).map_err(|reason| (reason, None))?;
+    let token = shared
+        .verifier
+        .verify(&request.token)
+        .map_err(|reason| (reason, None))?;
+    let expires_at = Instant::now() + token.remaining();
+    let admission = shared
+        .registry
+        .admit(&token, request.scope)
+        .map_err(|reason| (reason, Some(token.account)))?;
+    Ok((admission, expires_at))
+}
+
+/// What woke the session loop.
+enum Wake {
+    Close(Close),
+    Frames(Vec<tokio_tungstenite::tungstenite::Utf8Bytes>),
+    Incoming(Option<Result<Message, WsError>>),
+}
+
+async fn pump(ws: &mut HyperWebsocketStream, outbox: &Outbox, expires_at: Instant, shared: &Shared) -> Ending {
+    let expiry = sleep_until(expires_at);
+    tokio::pin!(expiry);
+
+    loop {
+        let wake = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => Wake::Close(Close::ShuttingDown),
+            _ = &mut expiry => Wake::Close(Close::TokenExpired),
+            batch = outbox.next_batch() => match batch {
+                Batch::Close(reason) => Wake::Close(reason),
+                Batch::Frames(frames) => Wake::Frames(frames),
+            },
+            incoming = ws.next() => Wake::Incoming(incoming),
+        };
+
+        match wake {
+            Wake::Close(reason) => return close(ws, reason).await,
+            Wake::Frames(frames) => {
+                // A client that stops reading blocks this write; a close
+                // request, shutdown or expiry must still get through.
+                let write = async {
+                    for frame in frames {
+                        ws.feed(Message::Text(frame)).await?;
+                    }
+                    ws.flush().await
+                };
+                let interrupted = tokio::select! {
+                    biased;
+                    result = write => match result {
+                        Ok(()) => None,
+                        Err(_) => return Ending::Lost,
+                    },
+                    _ = outbox.closing() => outbox.close_reason(),
+                    _ = shared.shutdown.cancelled() => Some(Close::ShuttingDown),
+                    _ = &mut expiry => Some(Close::TokenExpired),
+                };
+                if let Some(reason) = interrupted {
+                    return close(ws, reason).await;
+                }
+            }
+            Wake::Incoming(incoming) => match incoming {
+                None => return Ending::Lost,
+                Some(Ok(Message::Close(frame))) => {
+                    // tungstenite queued the reply; send it.
+                    let _ = timeout(CLOSE_GRACE, ws.flush()).await;
+                    return Ending::ByClient(frame.map(|frame| u16::from(frame.code)));
+                }
+                Some(Ok(Message::Ping(_))) => {
+                    // tungstenite queued the pong; send it now.
+                    if ws.flush().await.is_err() {
+                        return Ending::Lost;
+                    }
+                }
+                // Clients carry no commands in this version.
+                Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))
+                | Some(Err(WsError::Protocol(_)))
+                | Some(Err(WsError::Utf8(_))) => {
+                    warn!("client frame too large or malformed");
+                    return close(ws, Close::BadClientFrame).await;
+                }
+                Some(Err(_)) => return Ending::Lost,
+            },
+        }
+    }
+}
+
+async fn close(ws: &mut HyperWebsocketStream, reason: Close) -> Ending {
+    send_close(ws, reason).await;
+    Ending::Closed(reason)
+}
+
+/// Sends a close frame, waits briefly for the client's reply, and gives up
+/// on a client that reads nothing.
+async fn send_close(ws: &mut HyperWebsocketStream, reason: Close) {
+    let frame = CloseFrame {
+        code: CloseCode::from(reason.code()),
+        reason: reason.reason().into(),
+    };
+    if timeout(CLOSE_GRACE, ws.close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
