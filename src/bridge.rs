@@ -66,8 +66,8 @@ pub struct Bridge {
 impl Bridge {
     /// Binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<Bridge, StartError> {
-        let verifier =
-            TokenVerifier::new(&config.signing_key, &config.claim_checks).map_err(StartError::Key)?;
+        let verifier = TokenVerifier::new(&config.signing_key, &config.claim_checks)
+            .map_err(StartError::Key)?;
         let http_listener = bind("http", config.http_addr).await?;
         let grpc_listener = bind("grpc", config.grpc_addr).await?;
         let http_addr = local_addr("http", &http_listener, config.http_addr)?;
@@ -80,7 +80,9 @@ impl Bridge {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        shared.tasks.spawn(http::serve(http_listener, shared.clone()));
+        shared
+            .tasks
+            .spawn(http::serve(http_listener, shared.clone()));
         let grpc = tokio::spawn(grpc::serve(grpc_listener, shared.clone()));
         ticker::spawn(&shared);
 

@@ -14,7 +14,11 @@ use crate::registry::RegistryLimits;
 use crate::token::{ClaimChecks, SigningKey};
 
 #[derive(Parser, Debug)]
-#[command(name = "cherry-bridge", version, about = "gRPC-to-WebSocket bridge for virtual-machine state")]
+#[command(
+    name = "cherry-bridge",
+    version,
+    about = "gRPC-to-WebSocket bridge for virtual-machine state"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -49,7 +53,12 @@ pub struct ServeArgs {
     pub jwt_public_key: Option<PathBuf>,
 
     /// The algorithm of --jwt-public-key.
-    #[arg(long, env = "CHERRY_JWT_ALGORITHM", value_enum, default_value = "rs256")]
+    #[arg(
+        long,
+        env = "CHERRY_JWT_ALGORITHM",
+        value_enum,
+        default_value = "rs256"
+    )]
     pub jwt_algorithm: PublicKeyAlgorithm,
 
     /// Require this `iss` claim.

@@ -55,12 +55,8 @@ pub fn frame(message_type: MessageType, body: &[u8]) -> Frame {
     let timestamp = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let mut out = BytesMut::with_capacity(body.len() + 128);
     out.put_slice(b"{\"uuid\":\"");
-    write!(
-        (&mut out).writer(),
-        "{}",
-        Uuid::new_v4().as_hyphenated()
-    )
-    .expect("writing to memory cannot fail");
+    write!((&mut out).writer(), "{}", Uuid::new_v4().as_hyphenated())
+        .expect("writing to memory cannot fail");
     out.put_slice(b"\",\"type\":\"");
     out.put_slice(message_type.as_str().as_bytes());
     out.put_slice(b"\",\"body\":");
@@ -80,7 +76,11 @@ pub fn keyed_body<'a>(entries: impl IntoIterator<Item = (&'a Uuid, &'a [u8])>) -
             out.push(b',');
         }
         out.push(b'"');
-        out.extend_from_slice(uuid.as_hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+        out.extend_from_slice(
+            uuid.as_hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        );
         out.extend_from_slice(b"\":");
         out.extend_from_slice(object);
     }

@@ -128,11 +128,16 @@ impl Hub {
 
     /// The `account` connections of one account.
     pub fn account_scope(&self, account: &Uuid) -> impl Iterator<Item = &Arc<Outbox>> {
-        self.account_scope.get(account).into_iter().flat_map(Group::values)
+        self.account_scope
+            .get(account)
+            .into_iter()
+            .flat_map(Group::values)
     }
 
     /// Every account with `account` connections, with those connections.
-    pub fn account_groups(&self) -> impl Iterator<Item = (&Uuid, impl Iterator<Item = &Arc<Outbox>>)> {
+    pub fn account_groups(
+        &self,
+    ) -> impl Iterator<Item = (&Uuid, impl Iterator<Item = &Arc<Outbox>>)> {
         self.account_scope
             .iter()
             .map(|(account, group)| (account, group.values()))
@@ -140,7 +145,10 @@ impl Hub {
 
     /// The `subscribed` connections following a machine.
     pub fn following(&self, machine: &Uuid) -> impl Iterator<Item = (&ConnId, &Arc<Outbox>)> {
-        self.following.get(machine).into_iter().flat_map(Group::iter)
+        self.following
+            .get(machine)
+            .into_iter()
+            .flat_map(Group::iter)
     }
 
     /// Every `subscribed` connection with the machines it follows.

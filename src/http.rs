@@ -61,7 +61,10 @@ async fn route(
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
     };
     if !hyper_tungstenite::is_upgrade_request(&request) {
-        return Ok(plain(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required\n"));
+        return Ok(plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "WebSocket upgrade required\n",
+        ));
     }
 
     let config = WebSocketConfig::default()
@@ -73,7 +76,10 @@ async fn route(
         Ok(upgraded) => upgraded,
         Err(error) => {
             debug!(%error, "malformed upgrade request");
-            return Ok(plain(StatusCode::BAD_REQUEST, "malformed WebSocket upgrade\n"));
+            return Ok(plain(
+                StatusCode::BAD_REQUEST,
+                "malformed WebSocket upgrade\n",
+            ));
         }
     };
 

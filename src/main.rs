@@ -15,7 +15,9 @@ use cherry_bridge::token::{self, SigningKey, TokenRequest};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -58,7 +60,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
 async fn demo(args: ServeArgs) -> Result<(), String> {
     if args.jwt_public_key.is_some() {
-        return Err("the demo mints its own tokens and needs --jwt-secret, not --jwt-public-key".into());
+        return Err(
+            "the demo mints its own tokens and needs --jwt-secret, not --jwt-public-key".into(),
+        );
     }
     let secret = args.jwt_secret.clone().unwrap_or_else(random_secret);
     let agent_token = args.agent_token.clone().unwrap_or_else(random_secret);
@@ -76,7 +80,8 @@ fn print_token(args: TokenArgs) -> Result<(), String> {
         lifetime: args.lifetime,
         token_type: if args.refresh { "refresh" } else { "access" }.to_owned(),
     };
-    let token = token::mint(args.jwt_secret.as_bytes(), &request).map_err(|error| error.to_string())?;
+    let token =
+        token::mint(args.jwt_secret.as_bytes(), &request).map_err(|error| error.to_string())?;
     println!("{token}");
     Ok(())
 }

@@ -163,7 +163,8 @@ impl Outbox {
         if let Some(reason) = queue.close {
             return Some(Batch::Close(reason));
         }
-        let periodic: Vec<(u64, Frame)> = queue.periodic.iter_mut().filter_map(Option::take).collect();
+        let periodic: Vec<(u64, Frame)> =
+            queue.periodic.iter_mut().filter_map(Option::take).collect();
         if queue.events.is_empty() && periodic.is_empty() {
             return None;
         }
@@ -172,12 +173,16 @@ impl Outbox {
         drop(queue);
         items.extend(periodic);
         items.sort_unstable_by_key(|(position, _)| *position);
-        Some(Batch::Frames(items.into_iter().map(|(_, frame)| frame).collect()))
+        Some(Batch::Frames(
+            items.into_iter().map(|(_, frame)| frame).collect(),
+        ))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves plain data behind; the
         // queue stays usable.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

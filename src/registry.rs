@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::account::{Account, AccountType, Audience, Principal};
 use crate::close::Close;
 use crate::envelope::{self, Frame, MessageType};
-use crate::fanout::{ConnId, Conn, Hub, Scope};
+use crate::fanout::{Conn, ConnId, Hub, Scope};
 use crate::machine::{
     AgentFacts, DynamicDisk, MachineConnections, MachineDisks, MachineState, PlatformFacts,
     Properties,
@@ -184,7 +184,9 @@ impl Machine {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Bytes {
-    serde_json::to_vec(value).expect("payloads always serialize").into()
+    serde_json::to_vec(value)
+        .expect("payloads always serialize")
+        .into()
 }
 
 fn periodic_type(kind: Periodic) -> MessageType {
@@ -210,7 +212,9 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every mutation leaves the maps consistent before it can panic, so
         // a poisoned lock still guards usable data.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     // ----- agent streams ---------------------------------------------------
@@ -228,7 +232,11 @@ impl Registry {
         let mut inner = self.lock();
         inner.streams.remove(&stream);
         for machine in inner.machines.values_mut() {
-            if machine.state.as_ref().is_some_and(|live| live.stream == stream) {
+            if machine
+                .state
+                .as_ref()
+                .is_some_and(|live| live.stream == stream)
+            {
                 machine.state = None;
             }
         }
@@ -291,7 +299,11 @@ impl Registry {
 
     // ----- live data ---------------------------------------------------------
 
-    pub fn report_state(&self, stream: StreamId, state: MachineState) -> Result<(), UnknownMachine> {
+    pub fn report_state(
+        &self,
+        stream: StreamId,
+        state: MachineState,
+    ) -> Result<(), UnknownMachine> {
         let json = to_json(&state);
         let mut inner = self.lock();
         let machine = inner.machines.get_mut(&state.uuid).ok_or(UnknownMachine)?;
@@ -315,7 +327,10 @@ impl Registry {
         Ok(())
     }
 
-    pub fn report_connections(&self, connections: MachineConnections) -> Result<(), UnknownMachine> {
+    pub fn report_connections(
+        &self,
+        connections: MachineConnections,
+    ) -> Result<(), UnknownMachine> {
         let json = to_json(&connections);
         let mut inner = self.lock();
         let machine = inner
@@ -364,14 +379,20 @@ impl Registry {
     pub fn machine(&self, uuid: Uuid) -> Option<MachineView> {
         let inner = self.lock();
         let since = Instant::now().checked_sub(self.limits.stale_after);
-        inner.machines.get(&uuid).map(|machine| view(machine, since))
+        inner
+            .machines
+            .get(&uuid)
+            .map(|machine| view(machine, since))
     }
 
     pub fn machines(&self) -> Vec<MachineView> {
         let inner = self.lock();
         let since = Instant::now().checked_sub(self.limits.stale_after);
-        let mut machines: Vec<MachineView> =
-            inner.machines.values().map(|machine| view(machine, since)).collect();
+        let mut machines: Vec<MachineView> = inner
+            .machines
+            .values()
+            .map(|machine| view(machine, since))
+            .collect();
         machines.sort_by_key(|machine| machine.properties.uuid);
         machines
     }
@@ -770,7 +791,9 @@ impl<'a> Frames<'a> {
     fn delete(&mut self) -> Frame {
         let uuid = self.uuid;
         self.delete
-            .get_or_insert_with(|| envelope::frame(MessageType::Delete, &envelope::uuid_body(&uuid)))
+            .get_or_insert_with(|| {
+                envelope::frame(MessageType::Delete, &envelope::uuid_body(&uuid))
+            })
             .clone()
     }
 }

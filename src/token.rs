@@ -95,7 +95,10 @@ pub struct TokenVerifier {
 }
 
 impl TokenVerifier {
-    pub fn new(key: &SigningKey, checks: &ClaimChecks) -> Result<Self, jsonwebtoken::errors::Error> {
+    pub fn new(
+        key: &SigningKey,
+        checks: &ClaimChecks,
+    ) -> Result<Self, jsonwebtoken::errors::Error> {
         let (key, algorithm) = match key {
             SigningKey::Secret(secret) => (DecodingKey::from_secret(secret)?, Algorithm::HS256),
             SigningKey::RsaPublicPem(pem) => (DecodingKey::from_rsa_pem(pem)?, Algorithm::RS256),
@@ -119,11 +122,12 @@ impl TokenVerifier {
 
     /// Checks signature, expiry and type, and reads the account.
     pub fn verify(&self, token: &str) -> Result<Verified, Close> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|error| match error.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |error| match error.kind() {
                 ErrorKind::ExpiredSignature => Close::TokenExpired,
                 _ => Close::InvalidToken,
-            })?;
+            },
+        )?;
         let claims = data.claims;
 
         if claims.token_type.as_deref() != Some("access") {

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::grpc::client::AgentClient;
 use crate::grpc::proto::agent_message::Body;
 use crate::grpc::proto::agent_reply::Outcome;
-use crate::grpc::client::AgentClient;
 use crate::grpc::proto::{self, AgentMessage, LifecycleKind};
 
 /// One simulated machine.
@@ -75,8 +75,14 @@ impl SimulatedMachine {
     }
 
     fn state(&self) -> proto::MachineState {
-        let active = matches!(self.phase, Phase::Running { .. } | Phase::ShuttingDown { .. });
-        let loading = matches!(self.phase, Phase::Booting { .. } | Phase::ShuttingDown { .. });
+        let active = matches!(
+            self.phase,
+            Phase::Running { .. } | Phase::ShuttingDown { .. }
+        );
+        let loading = matches!(
+            self.phase,
+            Phase::Booting { .. } | Phase::ShuttingDown { .. }
+        );
         proto::MachineState {
             uuid: self.uuid.to_string(),
             active,
@@ -136,7 +142,9 @@ impl SimulatedMachine {
                     Some("Not enough free memory on the host.".to_owned()),
                 )),
             ),
-            Phase::Booting { seconds_left: 0, .. } => {
+            Phase::Booting {
+                seconds_left: 0, ..
+            } => {
                 self.booted_at = Some(Utc::now());
                 self.ram_used = self.ram_max / 4;
                 (
@@ -165,7 +173,9 @@ impl SimulatedMachine {
                     Some("The guest did not answer the ACPI shutdown request.".to_owned()),
                 )),
             ),
-            Phase::ShuttingDown { seconds_left: 0, .. } => {
+            Phase::ShuttingDown {
+                seconds_left: 0, ..
+            } => {
                 self.booted_at = None;
                 self.viewers.clear();
                 (
@@ -175,8 +185,16 @@ impl SimulatedMachine {
                     Some((LifecycleKind::ShutdownSuccess, None)),
                 )
             }
-            Phase::Off { seconds_left } => (Phase::Off { seconds_left: seconds_left - 1 }, None),
-            Phase::Booting { seconds_left, fails } => (
+            Phase::Off { seconds_left } => (
+                Phase::Off {
+                    seconds_left: seconds_left - 1,
+                },
+                None,
+            ),
+            Phase::Booting {
+                seconds_left,
+                fails,
+            } => (
                 Phase::Booting {
                     seconds_left: seconds_left - 1,
                     fails,
@@ -185,8 +203,10 @@ impl SimulatedMachine {
             ),
             Phase::Running { seconds_left } => {
                 let swing = self.ram_max / 16;
-                self.ram_used = (self.ram_used + rng.random_range(-swing..=swing)).clamp(self.ram_max / 8, self.ram_max);
-                self.occupied_bytes = (self.occupied_bytes + rng.random_range(0..(64 << 20))).min(self.disk_bytes);
+                self.ram_used = (self.ram_used + rng.random_range(-swing..=swing))
+                    .clamp(self.ram_max / 8, self.ram_max);
+                self.occupied_bytes =
+                    (self.occupied_bytes + rng.random_range(0..(64 << 20))).min(self.disk_bytes);
                 if rng.random_bool(0.05) {
                     self.viewers = if self.viewers.is_empty() {
                         vec!["operator".to_owned()]
@@ -194,9 +214,17 @@ impl SimulatedMachine {
                         Vec::new()
                     };
                 }
-                (Phase::Running { seconds_left: seconds_left - 1 }, None)
+                (
+                    Phase::Running {
+                        seconds_left: seconds_left - 1,
+                    },
+                    None,
+                )
             }
-            Phase::ShuttingDown { seconds_left, fails } => (
+            Phase::ShuttingDown {
+                seconds_left,
+                fails,
+            } => (
                 Phase::ShuttingDown {
                     seconds_left: seconds_left - 1,
                     fails,
@@ -213,7 +241,9 @@ impl SimulatedMachine {
 /// same UUIDs.
 pub fn machines(count: usize) -> Vec<SimulatedMachine> {
     let mut rng = StdRng::seed_from_u64(0x00C4_E77E);
-    (0..count).map(|index| SimulatedMachine::new(index, &mut rng)).collect()
+    (0..count)
+        .map(|index| SimulatedMachine::new(index, &mut rng))
+        .collect()
 }
 
 /// Streams the machines to the bridge until `stop` is cancelled: inventory
@@ -226,11 +256,19 @@ pub async fn run(
     stop: CancellationToken,
 ) -> Result<(), tonic::Status> {
     let (sender, receiver) = mpsc::channel::<AgentMessage>(256);
-    let mut replies = client.stream(ReceiverStream::new(receiver)).await?.into_inner();
+    let mut replies = client
+        .stream(ReceiverStream::new(receiver))
+        .await?
+        .into_inner();
     tokio::spawn(async move {
         while let Ok(Some(reply)) = replies.message().await {
             if let Some(Outcome::Rejected(rejected)) = reply.outcome {
-                warn!(seq = reply.seq, field = rejected.field, reason = rejected.reason, "simulator message rejected");
+                warn!(
+                    seq = reply.seq,
+                    field = rejected.field,
+                    reason = rejected.reason,
+                    "simulator message rejected"
+                );
             }
         }
     });
@@ -238,7 +276,10 @@ pub async fn run(
     let mut seq = 0u64;
     let mut send = |body: Body| {
         seq += 1;
-        let message = AgentMessage { seq, body: Some(body) };
+        let message = AgentMessage {
+            seq,
+            body: Some(body),
+        };
         let sender = sender.clone();
         async move { sender.send(message).await.is_ok() }
     };

@@ -75,13 +75,23 @@ pub async fn run(config: Config, secret: &[u8]) -> Result<(), DemoError> {
 /// The address a local client uses to reach a listener bound to `addr`.
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
         _ => addr,
     }
 }
 
-fn person(uuid: Uuid, username: &str, name: &str, surname: &str, account_type: AccountType) -> proto::Account {
+fn person(
+    uuid: Uuid,
+    username: &str,
+    name: &str,
+    surname: &str,
+    account_type: AccountType,
+) -> proto::Account {
     let (account_type, permissions) = match account_type {
         AccountType::Administrative if uuid == CAST.administrator => {
             (proto::AccountType::Administrative, VIEW_ALL_VMS as i64)
@@ -103,11 +113,23 @@ fn person(uuid: Uuid, username: &str, name: &str, surname: &str, account_type: A
 }
 
 fn administrator() -> proto::Account {
-    person(CAST.administrator, "ada", "Ada", "Admin", AccountType::Administrative)
+    person(
+        CAST.administrator,
+        "ada",
+        "Ada",
+        "Admin",
+        AccountType::Administrative,
+    )
 }
 
 fn owner() -> proto::Account {
-    person(CAST.owner, "owen", "Owen", "Owner", AccountType::Administrative)
+    person(
+        CAST.owner,
+        "owen",
+        "Owen",
+        "Owner",
+        AccountType::Administrative,
+    )
 }
 
 fn client() -> proto::Account {
@@ -128,7 +150,11 @@ async fn describe_accounts(control: &mut ControlClient) -> Result<(), DemoError>
 /// What the demo's control plane decides about machine `index`. Every
 /// third machine keeps the hypervisor's name as its title.
 fn decision(index: usize, uuid: Uuid) -> proto::MachineDecision {
-    let owner = if index < OWNED_BY_OWNER { owner() } else { administrator() };
+    let owner = if index < OWNED_BY_OWNER {
+        owner()
+    } else {
+        administrator()
+    };
     let assigned_clients = if ASSIGNED_TO_CLIENT.contains(&index) {
         vec![client()]
     } else {
@@ -150,7 +176,12 @@ fn decision(index: usize, uuid: Uuid) -> proto::MachineDecision {
     }
 }
 
-fn print_banner(bridge: &Bridge, secret: &[u8], agent_token: &str, subscribed: Uuid) -> Result<(), DemoError> {
+fn print_banner(
+    bridge: &Bridge,
+    secret: &[u8],
+    agent_token: &str,
+    subscribed: Uuid,
+) -> Result<(), DemoError> {
     let mint = |account: Uuid| {
         token::mint(
             secret,

@@ -84,12 +84,18 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
 
     if let Some(identity) = identity {
         shared.registry.close_stream(identity.stream);
-        info!(agent = identity.agent, stream = identity.stream, "agent stream closed");
+        info!(
+            agent = identity.agent,
+            stream = identity.stream,
+            "agent stream closed"
+        );
     }
 }
 
 fn agent_name(identity: &Option<Identity>) -> &str {
-    identity.as_ref().map_or("-", |identity| identity.agent.as_str())
+    identity
+        .as_ref()
+        .map_or("-", |identity| identity.agent.as_str())
 }
 
 fn answer(shared: &Shared, identity: &mut Option<Identity>, message: AgentMessage) -> AgentReply {
@@ -120,7 +126,11 @@ fn unknown(field: &'static str) -> impl Fn(UnknownMachine) -> FieldError {
     move |_| FieldError::new(field, "no such machine; report its properties first")
 }
 
-fn apply(shared: &Shared, identity: &mut Option<Identity>, body: Option<Body>) -> Result<(), FieldError> {
+fn apply(
+    shared: &Shared,
+    identity: &mut Option<Identity>,
+    body: Option<Body>,
+) -> Result<(), FieldError> {
     let body = body.ok_or_else(|| FieldError::new("body", "must be set"))?;
     let registry = &shared.registry;
 
@@ -150,11 +160,15 @@ fn apply(shared: &Shared, identity: &mut Option<Identity>, body: Option<Body>) -
         }
         Body::State(message) => {
             let state = validate::state("state", &message)?;
-            registry.report_state(stream, state).map_err(unknown("state.uuid"))?;
+            registry
+                .report_state(stream, state)
+                .map_err(unknown("state.uuid"))?;
         }
         Body::Disks(message) => {
             let disks = validate::disks("disks", &message)?;
-            registry.report_disks(disks).map_err(unknown("disks.uuid"))?;
+            registry
+                .report_disks(disks)
+                .map_err(unknown("disks.uuid"))?;
         }
         Body::Connections(message) => {
             let connections = validate::connections("connections", &message)?;

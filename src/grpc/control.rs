@@ -24,7 +24,12 @@ impl Control {
 /// Logs a rejected request and turns it into INVALID_ARGUMENT.
 fn rejected(call: &'static str) -> impl Fn(FieldError) -> Status {
     move |error| {
-        warn!(call, field = error.field, reason = error.reason, "control request rejected");
+        warn!(
+            call,
+            field = error.field,
+            reason = error.reason,
+            "control request rejected"
+        );
         Status::from(error)
     }
 }
@@ -54,7 +59,8 @@ impl ControlService for Control {
         &self,
         request: Request<proto::RemoveMachineRequest>,
     ) -> Result<Response<proto::RemoveMachineResponse>, Status> {
-        let uuid = validate::uuid("uuid", &request.get_ref().uuid).map_err(rejected("RemoveMachine"))?;
+        let uuid =
+            validate::uuid("uuid", &request.get_ref().uuid).map_err(rejected("RemoveMachine"))?;
         self.shared
             .registry
             .remove_machine(uuid)
@@ -92,7 +98,8 @@ impl ControlService for Control {
         &self,
         request: Request<proto::GetMachineRequest>,
     ) -> Result<Response<proto::MachineView>, Status> {
-        let uuid = validate::uuid("uuid", &request.get_ref().uuid).map_err(rejected("GetMachine"))?;
+        let uuid =
+            validate::uuid("uuid", &request.get_ref().uuid).map_err(rejected("GetMachine"))?;
         let machine = self
             .shared
             .registry
@@ -121,7 +128,8 @@ impl ControlService for Control {
         &self,
         request: Request<proto::RemoveAccountRequest>,
     ) -> Result<Response<proto::RemoveAccountResponse>, Status> {
-        let uuid = validate::uuid("uuid", &request.get_ref().uuid).map_err(rejected("RemoveAccount"))?;
+        let uuid =
+            validate::uuid("uuid", &request.get_ref().uuid).map_err(rejected("RemoveAccount"))?;
         if !self.shared.registry.remove_account(uuid) {
             return Err(not_found("account", uuid));
         }

@@ -75,16 +75,17 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Serves gRPC until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+) -> Result<(), tonic::transport::Error> {
     let auth = AgentAuth::new(&shared.config.agent_token);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<AgentServiceServer<AgentStreams>>()
         .await;
-    health
-        .set_serving::<ControlServiceServer<Control>>()
-        .await;
+    health.set_serving::<ControlServiceServer<Control>>().await;
 
     let reflection_v1 = reflection()
         .build_v1()
@@ -93,7 +94,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> Result<(), ton
         .build_v1alpha()
         .expect("the compiled descriptor sets are valid");
 
-    let agents = AgentServiceServer::with_interceptor(AgentStreams::new(shared.clone()), auth.clone());
+    let agents =
+        AgentServiceServer::with_interceptor(AgentStreams::new(shared.clone()), auth.clone());
     let control = ControlServiceServer::with_interceptor(Control::new(shared.clone()), auth);
 
     let shutdown = shared.shutdown.clone();

@@ -67,7 +67,10 @@ pub fn uuid(field: &str, value: &str) -> Result<Uuid> {
 
 fn bounded<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str> {
     if value.chars().count() > max {
-        return Err(FieldError::new(field, format!("longer than {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("longer than {max} characters"),
+        ));
     }
     Ok(value)
 }
@@ -94,7 +97,8 @@ fn timestamp(field: &str, value: &Option<prost_types::Timestamp>) -> Result<Opti
     let Some(value) = value else {
         return Ok(None);
     };
-    let nanos = u32::try_from(value.nanos).map_err(|_| FieldError::new(field, "not a valid time"))?;
+    let nanos =
+        u32::try_from(value.nanos).map_err(|_| FieldError::new(field, "not a valid time"))?;
     DateTime::from_timestamp(value.seconds, nanos)
         .map(Some)
         .ok_or_else(|| FieldError::new(field, "not a valid time"))
@@ -125,7 +129,9 @@ fn disk_type(field: &str, value: i32) -> Result<DiskType> {
         Ok(P::Vmdk) => Ok(DiskType::Vmdk),
         Ok(P::Vpc) => Ok(DiskType::Vpc),
         Ok(P::Vhdx) => Ok(DiskType::Vhdx),
-        Ok(P::Unspecified) | Err(_) => Err(FieldError::new(field, format!("unknown disk type {value}"))),
+        Ok(P::Unspecified) | Err(_) => {
+            Err(FieldError::new(field, format!("unknown disk type {value}")))
+        }
     }
 }
 
@@ -149,7 +155,10 @@ fn dynamic_disk(field: &str, disk: &proto::DynamicDisk) -> Result<DynamicDisk> {
 }
 
 /// What an agent says a machine is: its UUID, name and disks.
-pub fn agent_properties(prefix: &str, message: &proto::AgentProperties) -> Result<(Uuid, AgentFacts)> {
+pub fn agent_properties(
+    prefix: &str,
+    message: &proto::AgentProperties,
+) -> Result<(Uuid, AgentFacts)> {
     let uuid = uuid(&at(prefix, "uuid"), &message.uuid)?;
     let name = bounded(&at(prefix, "name"), message.name.trim(), MAX_NAME)?;
     let field = at(prefix, "disks");
@@ -184,7 +193,9 @@ pub fn state(prefix: &str, message: &proto::MachineState) -> Result<MachineState
             u16::try_from(port)
                 .ok()
                 .filter(|port| *port > 0)
-                .ok_or_else(|| FieldError::new(at(prefix, "ras_port"), "not a port number (1-65535)"))
+                .ok_or_else(|| {
+                    FieldError::new(at(prefix, "ras_port"), "not a port number (1-65535)")
+                })
         })
         .transpose()?;
     Ok(MachineState {
@@ -215,7 +226,10 @@ pub fn disks(prefix: &str, message: &proto::MachineDisks) -> Result<MachineDisks
     })
 }
 
-pub fn connections(prefix: &str, message: &proto::MachineConnections) -> Result<MachineConnections> {
+pub fn connections(
+    prefix: &str,
+    message: &proto::MachineConnections,
+) -> Result<MachineConnections> {
     let field = at(prefix, "active_connections");
     at_most(&field, &message.active_connections, MAX_ACTIVE_CONNECTIONS)?;
     for entry in &message.active_connections {
@@ -228,7 +242,10 @@ pub fn connections(prefix: &str, message: &proto::MachineConnections) -> Result<
 }
 
 /// A lifecycle event: the machine, the kind and, for failures, the error.
-pub fn lifecycle(prefix: &str, message: &proto::LifecycleEvent) -> Result<(Uuid, Lifecycle, Option<String>)> {
+pub fn lifecycle(
+    prefix: &str,
+    message: &proto::LifecycleEvent,
+) -> Result<(Uuid, Lifecycle, Option<String>)> {
     use proto::LifecycleKind as K;
     let uuid = uuid(&at(prefix, "machine_uuid"), &message.machine_uuid)?;
     let kind = match K::try_from(message.kind) {
@@ -261,14 +278,25 @@ fn account_type(field: &str, value: i32, default: Option<AccountType>) -> Result
         Ok(T::Administrative) => Ok(AccountType::Administrative),
         Ok(T::Client) => Ok(AccountType::Client),
         Ok(T::Unspecified) => default.ok_or_else(|| FieldError::new(field, "must be set")),
-        Err(_) => Err(FieldError::new(field, format!("unknown account type {value}"))),
+        Err(_) => Err(FieldError::new(
+            field,
+            format!("unknown account type {value}"),
+        )),
     }
 }
 
 /// An account. `default_type` applies when the message leaves the type
 /// unset (owners and assigned clients imply theirs).
-pub fn account(prefix: &str, message: &proto::Account, default_type: Option<AccountType>) -> Result<Account> {
-    let account_type = account_type(&at(prefix, "account_type"), message.account_type, default_type)?;
+pub fn account(
+    prefix: &str,
+    message: &proto::Account,
+    default_type: Option<AccountType>,
+) -> Result<Account> {
+    let account_type = account_type(
+        &at(prefix, "account_type"),
+        message.account_type,
+        default_type,
+    )?;
     let permissions = non_negative(&at(prefix, "permissions"), message.permissions)?;
     let roles = uuids(&at(prefix, "roles"), &message.roles)?;
     let groups = uuids(&at(prefix, "groups"), &message.groups)?;
@@ -280,7 +308,10 @@ pub fn account(prefix: &str, message: &proto::Account, default_type: Option<Acco
             ));
         }
         AccountType::Client if !roles.is_empty() => {
-            return Err(FieldError::new(at(prefix, "roles"), "a client account has no roles"));
+            return Err(FieldError::new(
+                at(prefix, "roles"),
+                "a client account has no roles",
+            ));
         }
         AccountType::Administrative if !groups.is_empty() => {
             return Err(FieldError::new(
@@ -331,7 +362,10 @@ pub fn decision(prefix: &str, message: &proto::MachineDecision) -> Result<(Uuid,
         .as_ref()
         .map(|owner| account(&owner_field, owner, Some(AccountType::Administrative)))
         .transpose()?;
-    if owner.as_ref().is_some_and(|o| o.account_type != AccountType::Administrative) {
+    if owner
+        .as_ref()
+        .is_some_and(|o| o.account_type != AccountType::Administrative)
+    {
         return Err(FieldError::new(
             at(&owner_field, "account_type"),
             "an owner is an administrative account",
@@ -363,7 +397,11 @@ pub fn decision(prefix: &str, message: &proto::MachineDecision) -> Result<(Uuid,
     let facts = PlatformFacts {
         title: bounded_opt(&at(prefix, "title"), &message.title, MAX_NAME)?,
         tags,
-        description: bounded_opt(&at(prefix, "description"), &message.description, MAX_DESCRIPTION)?,
+        description: bounded_opt(
+            &at(prefix, "description"),
+            &message.description,
+            MAX_DESCRIPTION,
+        )?,
         owner,
         assigned_clients,
         connections,

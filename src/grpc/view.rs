@@ -134,12 +134,7 @@ pub fn machine(view: &MachineView) -> proto::MachineView {
         state: view.state.as_ref().map(state),
         disks: Some(proto::MachineDisks {
             uuid: uuid.clone(),
-            disks: view
-                .disks
-                .iter()
-                .flatten()
-                .map(dynamic_disk)
-                .collect(),
+            disks: view.disks.iter().flatten().map(dynamic_disk).collect(),
         }),
         connections: Some(proto::MachineConnections {
             uuid,

@@ -60,7 +60,10 @@ pub fn parse(endpoint: Endpoint, query: Option<&str>) -> Result<Request, Close> 
         Endpoint::Global => Scope::Global,
         Endpoint::Subscribed => Scope::Subscribed(machine_list(&machines)?),
     };
-    let token = token.as_deref().and_then(bearer).ok_or(Close::MissingToken)?;
+    let token = token
+        .as_deref()
+        .and_then(bearer)
+        .ok_or(Close::MissingToken)?;
     Ok(Request {
         scope,
         token: token.to_owned(),
@@ -111,7 +114,10 @@ mod tests {
             Err(Close::MissingMachine)
         );
         assert_eq!(
-            parse(Endpoint::Subscribed, Some("access_token=t&machine_uuid=nope")),
+            parse(
+                Endpoint::Subscribed,
+                Some("access_token=t&machine_uuid=nope")
+            ),
             Err(Close::MalformedMachine)
         );
         assert_eq!(

@@ -36,7 +36,12 @@ enum Ending {
     Lost,
 }
 
-pub async fn run(upgrade: HyperWebsocket, endpoint: Endpoint, query: Option<String>, shared: Arc<Shared>) {
+pub async fn run(
+    upgrade: HyperWebsocket,
+    endpoint: Endpoint,
+    query: Option<String>,
+    shared: Arc<Shared>,
+) {
     let mut ws = match upgrade.await {
         Ok(ws) => ws,
         Err(error) => {
@@ -117,7 +122,12 @@ enum Wake {
     Incoming(Option<Result<Message, WsError>>),
 }
 
-async fn pump(ws: &mut HyperWebsocketStream, outbox: &Outbox, expires_at: Instant, shared: &Shared) -> Ending {
+async fn pump(
+    ws: &mut HyperWebsocketStream,
+    outbox: &Outbox,
+    expires_at: Instant,
+    shared: &Shared,
+) -> Ending {
     let expiry = sleep_until(expires_at);
     tokio::pin!(expiry);
 

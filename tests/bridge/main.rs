@@ -1,0 +1,10 @@
+//! End-to-end tests: each starts a real bridge on ephemeral loopback ports
+//! and talks to it with a real gRPC client and real WebSocket clients.
+
+mod harness;
+
+mod contract;
+mod events;
+mod grpc_input;
+mod reflection;
+mod tokens;
