@@ -88,8 +88,9 @@ fn machine_list(values: &[String]) -> Result<Vec<Uuid>, Close> {
 /// The token itself, without an optional `Bearer ` prefix; `None` if empty.
 fn bearer(value: &str) -> Option<&str> {
     let value = value.trim();
-    let token = match value.get(..7) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => value[7..].trim_start(),
+    let token = match value.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+        None if value.eq_ignore_ascii_case("bearer") => "",
         _ => value,
     };
     (!token.is_empty()).then_some(token)

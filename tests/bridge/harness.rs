@@ -12,7 +12,7 @@ use cherry_bridge::proto::agent_reply::Outcome;
 use cherry_bridge::proto::{self, AgentMessage, AgentReply};
 use cherry_bridge::token::{self, SigningKey, TokenRequest};
 use cherry_bridge::{Bridge, Intervals};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -277,6 +277,11 @@ impl Agent {
             .expect("stream not ended")
     }
 
+    /// The next reply, or `None` once the bridge ended the stream.
+    pub async fn next_reply(&mut self) -> Option<AgentReply> {
+        self.replies.message().await.ok().flatten()
+    }
+
     pub async fn properties(&mut self, machine: Uuid, name: &str) -> AgentReply {
         self.send(Body::Properties(proto::AgentProperties {
             uuid: machine.to_string(),
@@ -455,18 +460,6 @@ impl Client {
                 Ok(other) => panic!("unexpected end {other:?}"),
             }
         }
-    }
-
-    pub async fn send(&mut self, message: Message) {
-        self.ws.send(message).await.expect("client frame sent");
-    }
-
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
-    }
-
-    pub fn inner(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
-        &mut self.ws
     }
 }
 

@@ -4,7 +4,9 @@
 mod harness;
 
 mod contract;
+mod delivery;
 mod events;
 mod grpc_input;
 mod reflection;
+mod scope_changes;
 mod tokens;
