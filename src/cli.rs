@@ -103,10 +103,11 @@ pub struct ServeArgs {
     /// Where machine properties and accounts are kept across restarts
     /// [default for serve: /var/lib/cherry-bridge; demo keeps nothing
     /// unless given one].
-    #[arg(long, env = "CHERRY_DATA_DIR", conflicts_with = "ephemeral")]
+    #[arg(long, env = "CHERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Keep everything in memory; a restart forgets machines and accounts.
+    /// Keep everything in memory, even if a data directory is given; a
+    /// restart forgets machines and accounts.
     #[arg(long, env = "CHERRY_EPHEMERAL")]
     pub ephemeral: bool,
 }
