@@ -14,6 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use redb::Database;
@@ -55,9 +56,13 @@ pub struct Journal {
 
 #[derive(Clone)]
 struct Target {
+    /// Into the writer thread, in the registry's order.
     queue: mpsc::UnboundedSender<Op>,
     /// For errors: which file failed.
     path: Arc<Path>,
+    /// Transactions committed so far; with the writes queued, tells how
+    /// well bursts are batched.
+    commits: Arc<AtomicU64>,
 }
 
 impl Journal {
@@ -95,6 +100,13 @@ impl Journal {
             wait,
             path: target.path.clone(),
         })
+    }
+
+    /// Transactions the writer has committed; 0 when ephemeral.
+    pub fn commits(&self) -> u64 {
+        self.target
+            .as_ref()
+            .map_or(0, |target| target.commits.load(Ordering::Relaxed))
     }
 
     pub(super) fn close(&self) {
@@ -152,15 +164,26 @@ pub(super) fn start(
     database: Database,
     path: Arc<Path>,
 ) -> std::io::Result<(Journal, JoinHandle<()>)> {
-    let (queue, pending) = mpsc::unbounded_channel();
-    let writer_path = path.clone();
+    let (journal, pending) = journal(path);
+    let target = journal.target.clone().expect("a journal with a writer");
     let writer = std::thread::Builder::new()
         .name("store-writer".to_owned())
-        .spawn(move || run(database, &writer_path, pending))?;
-    let journal = Journal {
-        target: Some(Target { queue, path }),
-    };
+        .spawn(move || run(database, &target, pending))?;
     Ok((journal, writer))
+}
+
+/// A journal and the queue its writer reads.
+fn journal(path: Arc<Path>) -> (Journal, mpsc::UnboundedReceiver<Op>) {
+    let (queue, pending) = mpsc::unbounded_channel();
+    let target = Target {
+        queue,
+        path,
+        commits: Arc::new(AtomicU64::new(0)),
+    };
+    let journal = Journal {
+        target: Some(target),
+    };
+    (journal, pending)
 }
 
 /// The writer: one batch, one commit, then the barriers, until closed.
@@ -172,7 +195,8 @@ pub(super) fn start(
 // so after a failed commit the frontends may show changes that a restart
 // forgets. The writer does not retry; the bridge keeps serving but answers
 // every later change with an error until it is restarted.
-fn run(database: Database, path: &Path, mut pending: mpsc::UnboundedReceiver<Op>) {
+fn run(database: Database, target: &Target, mut pending: mpsc::UnboundedReceiver<Op>) {
+    let path = &target.path;
     let mut failure: Option<StoreError> = None;
     let mut batch = Vec::new();
 
@@ -196,7 +220,10 @@ fn run(database: Database, path: &Path, mut pending: mpsc::UnboundedReceiver<Op>
 
         if failure.is_none() && !writes.is_empty() {
             match commit(&database, &writes) {
-                Ok(()) => debug!(writes = writes.len(), "store batch committed"),
+                Ok(()) => {
+                    target.commits.fetch_add(1, Ordering::Relaxed);
+                    debug!(writes = writes.len(), "store batch committed");
+                }
                 Err(reason) => {
                     error!(path = %path.display(), %reason, "store commit failed");
                     failure = Some(StoreError::Write {
@@ -245,4 +272,58 @@ fn commit(database: &Database, writes: &[Write]) -> Result<(), redb::Error> {
 
 fn encode<R: serde::Serialize>(record: &R) -> Vec<u8> {
     serde_json::to_vec(record).expect("records hold only strings, numbers and lists")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::AgentFacts;
+    use crate::store::{Store, open_and_read};
+
+    fn named(uuid: u128, name: &str) -> Properties {
+        Properties {
+            agent: Some(AgentFacts {
+                name: Some(name.to_owned()),
+                disks: Vec::new(),
+            }),
+            ..Properties::new(Uuid::from_u128(uuid))
+        }
+    }
+
+    #[test]
+    fn a_burst_queued_at_once_is_one_transaction_applied_in_order() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path: Arc<Path> = dir.path().join(crate::store::FILE_NAME).into();
+        let (database, _) = open_and_read(&path).expect("a new store opens");
+
+        // Everything is queued before the writer starts, as when a burst
+        // arrives during a commit.
+        let (journal, pending) = journal(path.clone());
+        for uuid in 0..1000 {
+            journal.put_machine(&named(uuid, "first"));
+        }
+        journal.put_machine(&named(7, "second"));
+        journal.remove_machine(Uuid::from_u128(8));
+        let durable = journal.barrier();
+        journal.close();
+        let target = journal.target.clone().expect("a journal with a writer");
+        run(database, &target, pending);
+
+        assert_eq!(journal.commits(), 1);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime builds");
+        runtime
+            .block_on(durable.wait())
+            .expect("the burst is durable");
+        let (store, contents) = Store::open(dir.path()).expect("the store reopens");
+        assert_eq!(contents.machines.len(), 999);
+        let seventh = contents
+            .machines
+            .iter()
+            .find(|properties| properties.uuid == Uuid::from_u128(7))
+            .expect("machine 7 is kept");
+        assert_eq!(seventh.title(), Some("second"));
+        store.close();
+    }
 }

@@ -175,7 +175,7 @@ impl Store {
 // LIMITATION: the integrity check on open reads the whole file, so start-up
 // time grows with the size of the store (not measured beyond the tests'
 // few hundred records).
-fn open_and_read(path: &Path) -> Result<(Database, Contents), StoreError> {
+pub(super) fn open_and_read(path: &Path) -> Result<(Database, Contents), StoreError> {
     let database = Database::builder()
         .set_check_integrity_on_open(true)
         .set_cache_size(CACHE_BYTES)
