@@ -1,6 +1,6 @@
-//! Starting and stopping the whole bridge: both listeners, the ticker, and
-//! the shutdown that closes every socket with 1001 and ends every agent
-//! stream.
+//! Starting and stopping the whole bridge: the store, both listeners, the
+//! ticker, and the shutdown that closes every socket with 1001, ends every
+//! agent stream and then closes the store.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,8 +13,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::close::Close;
-use crate::config::Config;
+use crate::config::{Config, Persistence};
 use crate::registry::Registry;
+use crate::store::{Contents, Journal, Store, StoreError};
 use crate::token::TokenVerifier;
 use crate::{grpc, http, ticker};
 
@@ -38,6 +39,9 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    /// The store cannot be opened or read; starting empty would look like
+    /// every machine and account had vanished.
+    Store(StoreError),
 }
 
 impl fmt::Display for StartError {
@@ -49,6 +53,7 @@ impl fmt::Display for StartError {
                 addr,
                 error,
             } => write!(f, "cannot listen for {listener} on {addr}: {error}"),
+            StartError::Store(error) => error.fmt(f),
         }
     }
 }
@@ -61,20 +66,28 @@ pub struct Bridge {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Closed last on stop, after every writer to it has ended. `None` when
+    /// ephemeral.
+    store: Option<Store>,
 }
 
 impl Bridge {
-    /// Binds both listeners and starts serving.
+    /// Reads the store, binds both listeners and starts serving. Nothing is
+    /// accepted before the registry holds what the store held.
     pub async fn start(config: Config) -> Result<Bridge, StartError> {
         let verifier = TokenVerifier::new(&config.signing_key, &config.claim_checks)
             .map_err(StartError::Key)?;
+        let (store, contents) = open_store(&config.persistence).await?;
+        let journal = store
+            .as_ref()
+            .map_or_else(Journal::ephemeral, Store::journal);
         let http_listener = bind("http", config.http_addr).await?;
         let grpc_listener = bind("grpc", config.grpc_addr).await?;
         let http_addr = local_addr("http", &http_listener, config.http_addr)?;
         let grpc_addr = local_addr("grpc", &grpc_listener, config.grpc_addr)?;
 
         let shared = Arc::new(Shared {
-            registry: Registry::new(config.limits),
+            registry: Registry::restore(config.limits, contents, journal),
             config,
             verifier,
             shutdown: CancellationToken::new(),
@@ -92,6 +105,7 @@ impl Bridge {
             http_addr,
             grpc_addr,
             grpc,
+            store,
         })
     }
 
@@ -122,7 +136,8 @@ impl Bridge {
     }
 
     /// Stops accepting, closes every socket with 1001 and every agent stream,
-    /// and waits (at most the configured grace) for them to finish.
+    /// waits (at most the configured grace) for them to finish, then commits
+    /// what is queued for the store and closes it.
     pub async fn stop(self) {
         let grace = self.shared.config.shutdown_grace;
         self.shared.shutdown.cancel();
@@ -134,11 +149,31 @@ impl Bridge {
             let _ = self.grpc.await;
         })
         .await;
+        if let Some(store) = self.store {
+            let closed = tokio::task::spawn_blocking(move || store.close()).await;
+            if closed.is_err() {
+                warn!("store did not close cleanly");
+            }
+        }
         match finished {
             Ok(()) => info!("bridge stopped"),
             Err(_) => warn!(?grace, "bridge stopped with tasks still running"),
         }
     }
+}
+
+/// Opens the configured store off the runtime (it reads the whole file)
+/// and returns what it holds.
+async fn open_store(persistence: &Persistence) -> Result<(Option<Store>, Contents), StartError> {
+    let dir = match persistence {
+        Persistence::Ephemeral => return Ok((None, Contents::default())),
+        Persistence::DataDir(dir) => dir.clone(),
+    };
+    let (store, contents) = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .expect("Store::open turns its own panics into errors")
+        .map_err(StartError::Store)?;
+    Ok((Some(store), contents))
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

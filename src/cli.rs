@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use crate::account::AccountType;
-use crate::config::{Config, Intervals, SHUTDOWN_GRACE};
+use crate::config::{Config, Intervals, Persistence, SHUTDOWN_GRACE};
 use crate::registry::RegistryLimits;
 use crate::token::{ClaimChecks, SigningKey};
 
@@ -108,7 +108,23 @@ pub struct ServeArgs {
     /// How long a client may take to send its upgrade request.
     #[arg(long, env = "CHERRY_UPGRADE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub upgrade_timeout: Duration,
+
+    /// Where machine properties and accounts are kept across restarts
+    /// [default for serve: /var/lib/cherry-bridge; demo keeps nothing
+    /// unless given one].
+    #[arg(long, env = "CHERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep everything in memory, even if a data directory is given; a
+    /// restart forgets machines and accounts.
+    #[arg(long, env = "CHERRY_EPHEMERAL")]
+    pub ephemeral: bool,
 }
+
+/// Where `serve` keeps its store when no --data-dir is given: the place
+/// the filesystem hierarchy (and systemd's `StateDirectory=`) gives a
+/// service's state, the same whoever runs it and from wherever.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cherry-bridge";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PublicKeyAlgorithm {
@@ -174,6 +190,25 @@ impl ServeArgs {
         Ok(Some(key))
     }
 
+    /// What `serve` keeps: the data directory unless told to be ephemeral.
+    pub fn serve_persistence(&self) -> Persistence {
+        if self.ephemeral {
+            return Persistence::Ephemeral;
+        }
+        let dir = self.data_dir.clone();
+        Persistence::DataDir(dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)))
+    }
+
+    /// What `demo` keeps: nothing, unless given a data directory, so that
+    /// trying the demo leaves no files behind.
+    pub fn demo_persistence(&self) -> Persistence {
+        match (&self.data_dir, self.ephemeral) {
+            (Some(dir), false) => Persistence::DataDir(dir.clone()),
+            _ => Persistence::Ephemeral,
+        }
+    }
+
+    /// The settings these flags describe, persisting as `serve` does.
     pub fn config(&self, signing_key: SigningKey, agent_token: String) -> Config {
         Config {
             http_addr: self.http_addr,
@@ -198,6 +233,7 @@ impl ServeArgs {
             max_client_frame: self.max_client_frame,
             upgrade_timeout: self.upgrade_timeout,
             shutdown_grace: SHUTDOWN_GRACE,
+            persistence: self.serve_persistence(),
         }
     }
 }

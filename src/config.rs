@@ -2,6 +2,7 @@
 //! environment, or a test building them directly).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::registry::RegistryLimits;
@@ -25,6 +26,15 @@ impl Default for Intervals {
     }
 }
 
+/// Where machine properties and the account directory are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// In memory only: a restart forgets every machine and account.
+    Ephemeral,
+    /// In the store in this directory, read back on start.
+    DataDir(PathBuf),
+}
+
 /// How long shutdown waits for sockets and streams to close by default.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -46,11 +56,13 @@ pub struct Config {
     pub upgrade_timeout: Duration,
     /// How long shutdown waits for sockets and streams to close.
     pub shutdown_grace: Duration,
+    /// Whether machines and accounts outlive a restart.
+    pub persistence: Persistence,
 }
 
 impl Config {
     /// Defaults for everything but the secrets, listening on ephemeral
-    /// loopback ports.
+    /// loopback ports and keeping nothing on disk.
     pub fn new(signing_key: SigningKey, agent_token: String) -> Self {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -63,6 +75,7 @@ impl Config {
             max_client_frame: 64 * 1024,
             upgrade_timeout: Duration::from_secs(10),
             shutdown_grace: SHUTDOWN_GRACE,
+            persistence: Persistence::Ephemeral,
         }
     }
 }

@@ -6,6 +6,8 @@
 //! and who watches it) → `fanout` and `outbox` (per-scope routing and
 //! per-connection queues) → `websocket` (sessions out). `envelope` builds
 //! the frames, `ticker` drives the cadences, `close` decides close codes.
+//! Beside the path, `store` keeps machine properties and accounts across
+//! restarts.
 
 pub mod account;
 pub mod bridge;
@@ -20,10 +22,11 @@ pub mod http;
 pub mod machine;
 pub mod outbox;
 pub mod registry;
+pub mod store;
 pub mod ticker;
 pub mod token;
 pub mod websocket;
 
 pub use bridge::Bridge;
-pub use config::{Config, Intervals};
+pub use config::{Config, Intervals, Persistence};
 pub use grpc::proto;

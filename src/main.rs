@@ -7,10 +7,10 @@ use clap::Parser;
 use rand::RngCore;
 use tracing_subscriber::EnvFilter;
 
-use cherry_bridge::Bridge;
 use cherry_bridge::account::AccountType;
 use cherry_bridge::cli::{Cli, Command, ServeArgs, TokenArgs};
 use cherry_bridge::token::{self, SigningKey, TokenRequest};
+use cherry_bridge::{Bridge, Config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,7 +66,11 @@ async fn demo(args: ServeArgs) -> Result<(), String> {
     }
     let secret = args.jwt_secret.clone().unwrap_or_else(random_secret);
     let agent_token = args.agent_token.clone().unwrap_or_else(random_secret);
-    let config = args.config(SigningKey::Secret(secret.clone().into_bytes()), agent_token);
+    let key = SigningKey::Secret(secret.clone().into_bytes());
+    let config = Config {
+        persistence: args.demo_persistence(),
+        ..args.config(key, agent_token)
+    };
     cherry_bridge::demo::run(config, secret.as_bytes())
         .await
         .map_err(|error| error.to_string())

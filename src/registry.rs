@@ -8,6 +8,12 @@
 //! section too. Together these make "snapshot, then every later event,
 //! exactly once, in order" hold by construction.
 //!
+//! Changed machine properties and directory entries are also queued to the
+//! store's journal inside the same critical section, so the store sees them
+//! in the order the registry applied them. Queuing never waits for a disk;
+//! callers that acknowledge a change wait for the journal's barrier after
+//! the lock is gone.
+//!
 //! JSON is prepared outside the hot path where possible: each machine keeps
 //! its properties, state, disks and connections already serialized, so a
 //! tick only concatenates fragments into one body per scope.
@@ -28,6 +34,7 @@ use crate::machine::{
     Properties,
 };
 use crate::outbox::{Outbox, Periodic};
+use crate::store::{Contents, Journal};
 use crate::token::Verified;
 
 /// Identifies one agent stream, so its machines go stale when it ends.
@@ -106,6 +113,9 @@ pub struct RegistryLimits {
 pub struct Registry {
     inner: Mutex<Inner>,
     limits: RegistryLimits,
+    /// Receives every changed property and directory entry, queued under
+    /// the lock so the store's order is the registry's.
+    journal: Journal,
 }
 
 #[derive(Default)]
@@ -198,11 +208,34 @@ fn periodic_type(kind: Periodic) -> MessageType {
 }
 
 impl Registry {
+    /// An empty registry that keeps nothing beyond memory.
     pub fn new(limits: RegistryLimits) -> Self {
-        Registry {
-            inner: Mutex::new(Inner::default()),
-            limits,
+        Registry::restore(limits, Contents::default(), Journal::ephemeral())
+    }
+
+    /// A registry holding what a store held, writing later changes to
+    /// `journal`. Every machine starts without live state, so it is left
+    /// out of DATA_DYNAMIC until its agent reports again.
+    pub fn restore(limits: RegistryLimits, contents: Contents, journal: Journal) -> Self {
+        let mut inner = Inner::default();
+        for properties in contents.machines {
+            let uuid = properties.uuid;
+            inner.machines.insert(uuid, Machine::new(properties));
+            inner.reindex(uuid, &Audience::new());
         }
+        for account in contents.accounts {
+            inner.accounts.insert(account.uuid, account);
+        }
+        Registry {
+            inner: Mutex::new(inner),
+            limits,
+            journal,
+        }
+    }
+
+    /// Where changes go to be kept; its barrier tells when they are.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     pub fn limits(&self) -> RegistryLimits {
@@ -271,6 +304,7 @@ impl Registry {
             Some(machine) if machine.properties == properties => Change::Unchanged,
             Some(machine) => {
                 let old_audience = machine.audience.clone();
+                self.journal.put_machine(&properties);
                 let machine = inner.machines.get_mut(&uuid).expect("looked up above");
                 machine.audience = properties.audience();
                 machine.properties_json = properties.to_json().into();
@@ -280,6 +314,7 @@ impl Registry {
                 Change::Updated
             }
             None => {
+                self.journal.put_machine(&properties);
                 inner.machines.insert(uuid, Machine::new(properties));
                 inner.reindex(uuid, &Audience::new());
                 inner.route_change(uuid, None);
@@ -292,6 +327,7 @@ impl Registry {
     pub fn remove_machine(&self, uuid: Uuid) -> Result<(), UnknownMachine> {
         let mut inner = self.lock();
         let machine = inner.machines.remove(&uuid).ok_or(UnknownMachine)?;
+        self.journal.remove_machine(uuid);
         inner.reindex(uuid, &machine.audience);
         inner.route_change(uuid, Some(&machine.audience));
         Ok(())
@@ -427,6 +463,7 @@ impl Registry {
             permissions: account.permissions,
         };
         let disabled = account.disabled;
+        self.journal.put_account(&account);
         inner.accounts.insert(uuid, account);
 
         for id in inner.hub.of_account(&uuid) {
@@ -447,6 +484,7 @@ impl Registry {
         if inner.accounts.remove(&uuid).is_none() {
             return false;
         }
+        self.journal.remove_account(uuid);
         for id in inner.hub.of_account(&uuid) {
             inner.close_conn(id, Close::AccountRemoved);
         }

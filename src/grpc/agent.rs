@@ -1,13 +1,20 @@
 //! The agent stream: a hypervisor agent identifies itself, then reports
 //! machines; each message is answered by its sequence number, and a
 //! rejected one leaves the stream open.
+//!
+//! Two tasks serve a stream. The reader applies each message to the
+//! registry as it arrives and queues its reply; the replier sends the
+//! replies in order, each only once the store holds what its message
+//! changed. The reader never waits for the disk, so a burst of properties
+//! reaches the store as one batch instead of one commit per message.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::bridge::Shared;
 use crate::grpc::proto::agent_message::Body;
@@ -15,9 +22,11 @@ use crate::grpc::proto::agent_reply::Outcome;
 use crate::grpc::proto::{self, AgentMessage, AgentReply};
 use crate::grpc::validate::{self, FieldError};
 use crate::registry::{StreamId, UnknownMachine};
+use crate::store::Durable;
 
 /// Replies buffered per stream before the bridge stops reading from an
-/// agent that does not read its replies.
+/// agent that does not read its replies; also how many replies may wait
+/// for the store before the bridge stops reading.
 const REPLY_BUFFER: usize = 256;
 
 pub struct AgentStreams {
@@ -54,14 +63,22 @@ struct Identity {
 
 type Replies = mpsc::Sender<Result<AgentReply, Status>>;
 
+/// A reply that may go out once `durable` resolves.
+struct Pending {
+    reply: AgentReply,
+    durable: Durable,
+}
+
 async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: Arc<Shared>) {
+    let (pending, ordered) = mpsc::channel(REPLY_BUFFER);
+    shared
+        .tasks
+        .spawn(reply_in_order(ordered, replies, shared.shutdown.clone()));
+
     let mut identity = None;
     loop {
         let message = tokio::select! {
-            _ = shared.shutdown.cancelled() => {
-                let _ = replies.try_send(Err(Status::unavailable("bridge shutting down")));
-                break;
-            }
+            _ = shared.shutdown.cancelled() => break,
             next = inbound.message() => match next {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -72,12 +89,12 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
             },
         };
 
-        let reply = answer(&shared, &mut identity, message);
-        let sent = tokio::select! {
+        let answered = answer(&shared, &mut identity, message);
+        let queued = tokio::select! {
             _ = shared.shutdown.cancelled() => false,
-            sent = replies.send(Ok(reply)) => sent.is_ok(),
+            queued = pending.send(answered) => queued.is_ok(),
         };
-        if !sent {
+        if !queued {
             break;
         }
     }
@@ -92,16 +109,47 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
     }
 }
 
+/// Sends each reply once what its message changed is stored, in the order
+/// the messages came. A store failure ends the stream: the agent cannot be
+/// told its changes are kept, and reconnecting is how it retries.
+async fn reply_in_order(
+    mut ordered: mpsc::Receiver<Pending>,
+    replies: Replies,
+    shutdown: CancellationToken,
+) {
+    while let Some(Pending { reply, durable }) = ordered.recv().await {
+        if let Err(failure) = durable.wait().await {
+            error!(seq = reply.seq, error = %failure, "agent change applied but not stored");
+            let status = Status::unavailable(format!("changes are not being stored: {failure}"));
+            let _ = replies.try_send(Err(status));
+            return;
+        }
+        // A reply that fits the buffer still goes out during shutdown; one
+        // that would wait for a stalled agent does not.
+        let sent = tokio::select! {
+            biased;
+            sent = replies.send(Ok(reply)) => sent.is_ok(),
+            _ = shutdown.cancelled() => false,
+        };
+        if !sent {
+            break;
+        }
+    }
+    if shutdown.is_cancelled() {
+        let _ = replies.try_send(Err(Status::unavailable("bridge shutting down")));
+    }
+}
+
 fn agent_name(identity: &Option<Identity>) -> &str {
     identity
         .as_ref()
         .map_or("-", |identity| identity.agent.as_str())
 }
 
-fn answer(shared: &Shared, identity: &mut Option<Identity>, message: AgentMessage) -> AgentReply {
+fn answer(shared: &Shared, identity: &mut Option<Identity>, message: AgentMessage) -> Pending {
     let seq = message.seq;
-    let outcome = match apply(shared, identity, message.body) {
-        Ok(()) => Outcome::Accepted(proto::Accepted {}),
+    let (outcome, durable) = match apply(shared, identity, message.body) {
+        Ok(durable) => (Outcome::Accepted(proto::Accepted {}), durable),
         Err(error) => {
             warn!(
                 agent = agent_name(identity),
@@ -110,15 +158,19 @@ fn answer(shared: &Shared, identity: &mut Option<Identity>, message: AgentMessag
                 reason = error.reason,
                 "agent message rejected"
             );
-            Outcome::Rejected(proto::Rejected {
+            let rejected = Outcome::Rejected(proto::Rejected {
                 field: error.field,
                 reason: error.reason,
-            })
+            });
+            (rejected, Durable::now())
         }
     };
-    AgentReply {
-        seq,
-        outcome: Some(outcome),
+    Pending {
+        reply: AgentReply {
+            seq,
+            outcome: Some(outcome),
+        },
+        durable,
     }
 }
 
@@ -126,11 +178,13 @@ fn unknown(field: &'static str) -> impl Fn(UnknownMachine) -> FieldError {
     move |_| FieldError::new(field, "no such machine; report its properties first")
 }
 
+/// Applies one message to the registry. What it returns resolves once the
+/// store holds the change; only properties and removals are stored.
 fn apply(
     shared: &Shared,
     identity: &mut Option<Identity>,
     body: Option<Body>,
-) -> Result<(), FieldError> {
+) -> Result<Durable, FieldError> {
     let body = body.ok_or_else(|| FieldError::new("body", "must be set"))?;
     let registry = &shared.registry;
 
@@ -146,7 +200,7 @@ fn apply(
             let stream = registry.open_stream(agent.clone());
             info!(agent, stream, "agent stream opened");
             *identity = Some(Identity { stream, agent });
-            return Ok(());
+            return Ok(Durable::now());
         }
         (_, None) => return Err(FieldError::new("hello", "send hello first")),
         (_, Some(known)) => known.stream,
@@ -156,7 +210,10 @@ fn apply(
         Body::Hello(_) => unreachable!("handled above"),
         Body::Properties(message) => {
             let (uuid, facts) = validate::agent_properties("properties", &message)?;
+            // Unchanged properties wait too: an identical change may still
+            // be on its way to disk.
             registry.upsert_agent_facts(uuid, facts);
+            return Ok(registry.journal().barrier());
         }
         Body::State(message) => {
             let state = validate::state("state", &message)?;
@@ -187,7 +244,8 @@ fn apply(
             // retries must not be told off.
             let uuid = validate::uuid("remove.uuid", &message.uuid)?;
             let _ = registry.remove_machine(uuid);
+            return Ok(registry.journal().barrier());
         }
     }
-    Ok(())
+    Ok(Durable::now())
 }

@@ -1,10 +1,11 @@
 //! The control service: what a control plane or an operator with grpcurl
-//! does by hand. Each call validates fully before touching the registry.
+//! does by hand. Each call validates fully before touching the registry,
+//! and answers a change only once the store holds it.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::bridge::Shared;
 use crate::grpc::proto::{self, control_service_server::ControlService};
@@ -34,6 +35,19 @@ fn rejected(call: &'static str) -> impl Fn(FieldError) -> Status {
     }
 }
 
+impl Control {
+    /// Waits until every change made so far, this call's included, is on
+    /// disk. An unchanged upsert waits too: an identical change from
+    /// another caller may still be on its way to disk.
+    async fn stored(&self, call: &'static str) -> Result<(), Status> {
+        let durable = self.shared.registry.journal().barrier();
+        durable.wait().await.map_err(|failure| {
+            error!(call, error = %failure, "change applied but not stored");
+            Status::unavailable(format!("the change was applied but not stored: {failure}"))
+        })
+    }
+}
+
 fn not_found(what: &str, uuid: uuid::Uuid) -> Status {
     Status::not_found(format!("no {what} {uuid}"))
 }
@@ -49,6 +63,7 @@ impl ControlService for Control {
             .and_then(|machine| validate::decision("machine", machine))
             .map_err(rejected("UpsertMachine"))?;
         let change = self.shared.registry.upsert_platform_facts(uuid, facts);
+        self.stored("UpsertMachine").await?;
         info!(machine = %uuid, ?change, "machine upserted by control plane");
         Ok(Response::new(proto::UpsertMachineResponse {
             outcome: view::outcome(change),
@@ -65,6 +80,7 @@ impl ControlService for Control {
             .registry
             .remove_machine(uuid)
             .map_err(|_| not_found("machine", uuid))?;
+        self.stored("RemoveMachine").await?;
         info!(machine = %uuid, "machine removed by control plane");
         Ok(Response::new(proto::RemoveMachineResponse {}))
     }
@@ -118,6 +134,7 @@ impl ControlService for Control {
             .map_err(rejected("UpsertAccount"))?;
         let uuid = account.uuid;
         let change = self.shared.registry.upsert_account(account);
+        self.stored("UpsertAccount").await?;
         info!(account = %uuid, ?change, "account upserted");
         Ok(Response::new(proto::UpsertAccountResponse {
             outcome: view::outcome(change),
@@ -133,6 +150,7 @@ impl ControlService for Control {
         if !self.shared.registry.remove_account(uuid) {
             return Err(not_found("account", uuid));
         }
+        self.stored("RemoveAccount").await?;
         info!(account = %uuid, "account removed");
         Ok(Response::new(proto::RemoveAccountResponse {}))
     }
