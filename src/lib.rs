@@ -6,8 +6,13 @@
 //! and who watches it) → `fanout` and `outbox` (per-scope routing and
 //! per-connection queues) → `websocket` (sessions out). `envelope` builds
 //! the frames, `ticker` drives the cadences, `close` decides close codes.
+//!
+//! `agent` (feature `libvirt`) is the other end of the agent stream: a
+//! hypervisor agent that reads machines from libvirt.
 
 pub mod account;
+#[cfg(feature = "libvirt")]
+pub mod agent;
 pub mod bridge;
 pub mod cli;
 pub mod close;
