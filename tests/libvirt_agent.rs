@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -367,9 +368,13 @@ async fn every_domain_appears_with_its_disks_state_and_console_port() {
     frontend
         .until("all three machines with state and disk usage", |picture| {
             let machines = [ALPHA, BETA, GAMMA];
-            machines.iter().all(|uuid| picture.properties.contains_key(*uuid))
+            machines
+                .iter()
+                .all(|uuid| picture.properties.contains_key(*uuid))
                 && picture.has_state_of(&machines)
-                && machines.iter().all(|uuid| picture.disks.contains_key(*uuid))
+                && machines
+                    .iter()
+                    .all(|uuid| picture.disks.contains_key(*uuid))
         })
         .await;
     let picture = &frontend.picture;
@@ -442,7 +447,9 @@ async fn starting_and_stopping_domains_sends_lifecycle_events_and_state() {
 
     // Beta boots: start then success, then its console and boot time.
     libvirt(&connection, |connection| {
-        let beta = connection.lookup_domain_by_name("beta").expect("beta exists");
+        let beta = connection
+            .lookup_domain_by_name("beta")
+            .expect("beta exists");
         beta.create().expect("the test driver starts beta");
     })
     .await;
@@ -453,13 +460,18 @@ async fn starting_and_stopping_domains_sends_lifecycle_events_and_state() {
                 && beta.is_some_and(|state| state["active"] == true && state["ras_port"] == 5902)
         })
         .await;
-    assert_eq!(frontend.picture.events_of(BETA), ["BOOTUP_START", "BOOTUP_SUCCESS"]);
+    assert_eq!(
+        frontend.picture.events_of(BETA),
+        ["BOOTUP_START", "BOOTUP_SUCCESS"]
+    );
     assert!(frontend.picture.state[BETA]["boot_timestamp"].is_string());
     assert_eq!(frontend.picture.state[BETA]["ram_used"], 1024);
 
     // Alpha shuts down: start then success, and its console goes away.
     libvirt(&connection, |connection| {
-        let alpha = connection.lookup_domain_by_name("alpha").expect("alpha exists");
+        let alpha = connection
+            .lookup_domain_by_name("alpha")
+            .expect("alpha exists");
         alpha.shutdown().expect("the test driver shuts alpha down");
     })
     .await;
@@ -470,7 +482,10 @@ async fn starting_and_stopping_domains_sends_lifecycle_events_and_state() {
                 && alpha.is_some_and(|state| state["active"] == false)
         })
         .await;
-    assert_eq!(frontend.picture.events_of(ALPHA), ["SHUTDOWN_START", "SHUTDOWN_SUCCESS"]);
+    assert_eq!(
+        frontend.picture.events_of(ALPHA),
+        ["SHUTDOWN_START", "SHUTDOWN_SUCCESS"]
+    );
     let alpha = &frontend.picture.state[ALPHA];
     assert_eq!(alpha["ras_port"], Value::Null);
     assert_eq!(alpha["boot_timestamp"], Value::Null);
@@ -501,17 +516,23 @@ async fn defined_and_undefined_domains_come_and_go() {
     })
     .await;
     frontend
-        .until("delta created", |picture| picture.properties.contains_key(DELTA))
+        .until("delta created", |picture| {
+            picture.properties.contains_key(DELTA)
+        })
         .await;
     assert_eq!(frontend.picture.properties[DELTA]["title"], "delta");
 
     libvirt(&connection, |connection| {
-        let delta = connection.lookup_domain_by_name("delta").expect("delta exists");
+        let delta = connection
+            .lookup_domain_by_name("delta")
+            .expect("delta exists");
         delta.undefine().expect("the test driver undefines delta");
     })
     .await;
     frontend
-        .until("delta deleted", |picture| picture.deletes.contains_key(DELTA))
+        .until("delta deleted", |picture| {
+            picture.deletes.contains_key(DELTA)
+        })
         .await;
     assert_eq!(frontend.picture.creates.get(DELTA), Some(&1));
     assert_eq!(frontend.picture.deletes.get(DELTA), Some(&1));
@@ -565,14 +586,64 @@ async fn a_restarted_bridge_gets_every_domain_back_exactly_once() {
     for uuid in [ALPHA, BETA, GAMMA] {
         let created = picture.creates.get(uuid).copied().unwrap_or(0);
         let arrived = created + usize::from(in_snapshot.iter().any(|known| known == uuid));
-        assert_eq!(arrived, 1, "{uuid} arrives exactly once (CREATE or snapshot)");
+        assert_eq!(
+            arrived, 1,
+            "{uuid} arrives exactly once (CREATE or snapshot)"
+        );
     }
     assert_eq!(picture.creates.len() + in_snapshot.len(), 3);
-    assert!(picture.events.is_empty(), "a replay is not a lifecycle event");
+    assert!(
+        picture.events.is_empty(),
+        "a replay is not a lifecycle event"
+    );
 
     drop(after);
     agent.stop().await;
     restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_hypervisor_reports_nothing_until_it_is_back() {
+    let driver = DriverFile::write();
+    let connection = driver.connect();
+    let bridge = start_bridge().await;
+    let reachable = Arc::new(AtomicBool::new(false));
+    let connector: agent::Connector = {
+        let reachable = reachable.clone();
+        let shared = connection.clone();
+        Arc::new(move || match reachable.load(Ordering::SeqCst) {
+            true => Ok(shared.clone()),
+            // A file that does not exist fails the way a dead daemon does:
+            // with a libvirt error.
+            false => Connect::open(Some("test:///nonexistent/cherry-agent.xml")),
+        })
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(agent::run(agent_config(&bridge), connector, stop.clone()));
+    let agent = RunningAgent { stop, task };
+    let mut frontend = Frontend::open(&bridge).await;
+
+    // Several state rounds while libvirt is away: no machine, no state.
+    frontend
+        .until("five state messages", |picture| picture.state_messages >= 5)
+        .await;
+    assert!(frontend.picture.properties.is_empty());
+    assert!(frontend.picture.state.is_empty());
+
+    reachable.store(true, Ordering::SeqCst);
+    frontend
+        .until("every machine once libvirt is back", |picture| {
+            picture.has_state_of(&[ALPHA, BETA, GAMMA])
+        })
+        .await;
+    assert!(
+        frontend.picture.events.is_empty(),
+        "coming back is not a boot"
+    );
+
+    drop(frontend);
+    agent.stop().await;
+    bridge.stop().await;
 }
 
 /// A new bridge on the old ports; the old listeners may take a moment to

@@ -15,7 +15,11 @@ use crate::agent::AgentConfig;
 )]
 pub struct AgentCli {
     /// The bridge's gRPC address.
-    #[arg(long, env = "CHERRY_AGENT_BRIDGE", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "CHERRY_AGENT_BRIDGE",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub bridge: String,
 
     /// Bearer token the bridge expects from agents (prefer the environment
@@ -32,15 +36,30 @@ pub struct AgentCli {
     pub agent_id: Option<String>,
 
     /// How often machines are polled and their state reported.
-    #[arg(long, env = "CHERRY_AGENT_STATE_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    #[arg(
+        long,
+        env = "CHERRY_AGENT_STATE_INTERVAL",
+        value_parser = humantime::parse_duration,
+        default_value = "1s"
+    )]
     pub state_interval: Duration,
 
     /// How often disk usage (block allocation) is read and reported.
-    #[arg(long, env = "CHERRY_AGENT_DISKS_INTERVAL", value_parser = humantime::parse_duration, default_value = "60s")]
+    #[arg(
+        long,
+        env = "CHERRY_AGENT_DISKS_INTERVAL",
+        value_parser = humantime::parse_duration,
+        default_value = "60s"
+    )]
     pub disks_interval: Duration,
 
     /// The longest wait between reconnection attempts (bridge or libvirt).
-    #[arg(long, env = "CHERRY_AGENT_RETRY_MAX", value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(
+        long,
+        env = "CHERRY_AGENT_RETRY_MAX",
+        value_parser = humantime::parse_duration,
+        default_value = "30s"
+    )]
     pub retry_max: Duration,
 }
 

@@ -168,7 +168,11 @@ mod tests {
     fn cdroms_are_not_disks_and_the_first_disk_boots_by_default() {
         let description = parse(RUNNING).expect("the sample is well formed");
 
-        let targets: Vec<_> = description.disks.iter().map(|d| d.target.as_str()).collect();
+        let targets: Vec<_> = description
+            .disks
+            .iter()
+            .map(|d| d.target.as_str())
+            .collect();
         assert_eq!(targets, ["vda", "vdb"]);
         assert!(description.disks[0].system);
         assert!(!description.disks[1].system);

@@ -48,7 +48,10 @@ impl Inventory {
         self.machines
             .iter()
             .flat_map(|(uuid, tracked)| {
-                tracked.sizes.keys().map(move |target| (*uuid, target.clone()))
+                tracked
+                    .sizes
+                    .keys()
+                    .map(move |target| (*uuid, target.clone()))
             })
             .collect()
     }
@@ -117,7 +120,10 @@ impl Inventory {
 
         // Lifecycle events from the phase change since the last poll.
         let events = lifecycle::events(tracked.phase, observed.phase);
-        if events.iter().any(|(kind, _)| *kind == LifecycleKind::BootupSuccess) {
+        if events
+            .iter()
+            .any(|(kind, _)| *kind == LifecycleKind::BootupSuccess)
+        {
             tracked.booted_at = Some(now);
         }
         if !observed.phase.active() {
@@ -169,10 +175,7 @@ impl Inventory {
     }
 }
 
-fn properties(
-    observed: &Observed,
-    sizes: &HashMap<String, BlockSizes>,
-) -> proto::AgentProperties {
+fn properties(observed: &Observed, sizes: &HashMap<String, BlockSizes>) -> proto::AgentProperties {
     // LIMITATION: a machine with more disks than a message may carry is
     // reported with its first 64.
     let disks = observed

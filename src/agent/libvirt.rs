@@ -8,7 +8,9 @@ use std::sync::Arc;
 use tracing::debug;
 use uuid::Uuid;
 use virt::connect::Connect;
-use virt::domain::{Domain, DomainPausedReason, DomainState, DomainStateReason};
+use virt::domain::{
+    Domain, DomainPausedReason, DomainShutoffReason, DomainState, DomainStateReason,
+};
 use virt::enumutil::Enum;
 use virt::error::Error;
 use virt::sys;
@@ -147,9 +149,9 @@ fn phase(domain: &Domain) -> Result<Phase, Error> {
     let (state, reason) = domain.state()?;
     let phase = match state {
         Enum::Known(DomainState::Paused) => match reason {
-            Enum::Known(DomainStateReason::Paused(Enum::Known(
-                DomainPausedReason::StartingUp,
-            ))) => Phase::Starting,
+            Enum::Known(DomainStateReason::Paused(Enum::Known(DomainPausedReason::StartingUp))) => {
+                Phase::Starting
+            }
             _ => Phase::Running,
         },
         Enum::Known(DomainState::Running | DomainState::Blocked | DomainState::PMSuspended) => {
@@ -158,15 +160,9 @@ fn phase(domain: &Domain) -> Result<Phase, Error> {
         Enum::Known(DomainState::Shutdown) => Phase::Stopping,
         Enum::Known(DomainState::Crashed) => Phase::Failed,
         Enum::Known(DomainState::Shutoff) => match reason {
-            Enum::Known(DomainStateReason::Shutoff(Enum::Known(shutoff)))
-                if matches!(
-                    shutoff,
-                    virt::domain::DomainShutoffReason::Crashed
-                        | virt::domain::DomainShutoffReason::Failed
-                ) =>
-            {
-                Phase::Failed
-            }
+            Enum::Known(DomainStateReason::Shutoff(Enum::Known(
+                DomainShutoffReason::Crashed | DomainShutoffReason::Failed,
+            ))) => Phase::Failed,
             _ => Phase::Off,
         },
         // No state, or one this binding does not know: ask the simpler
@@ -185,7 +181,12 @@ fn ram_used_kib(domain: &Domain, current_kib: u64) -> u64 {
     let Ok(stats) = domain.memory_stats(0) else {
         return current_kib;
     };
-    let stat = |tag: u32| stats.iter().find(|stat| stat.tag == tag).map(|stat| stat.val);
+    let stat = |tag: u32| {
+        stats
+            .iter()
+            .find(|stat| stat.tag == tag)
+            .map(|stat| stat.val)
+    };
     let available = stat(sys::VIR_DOMAIN_MEMORY_STAT_AVAILABLE);
     let unused = stat(sys::VIR_DOMAIN_MEMORY_STAT_UNUSED);
     match (available, unused) {

@@ -83,7 +83,10 @@ mod tests {
     use super::*;
 
     fn kinds(before: Option<Phase>, now: Phase) -> Vec<LifecycleKind> {
-        events(before, now).into_iter().map(|(kind, _)| kind).collect()
+        events(before, now)
+            .into_iter()
+            .map(|(kind, _)| kind)
+            .collect()
     }
 
     #[test]
@@ -95,14 +98,23 @@ mod tests {
     #[test]
     fn a_boot_seen_in_one_step_is_a_start_and_a_success() {
         use LifecycleKind::{BootupStart, BootupSuccess};
-        assert_eq!(kinds(Some(Phase::Off), Phase::Running), [BootupStart, BootupSuccess]);
-        assert_eq!(kinds(Some(Phase::Starting), Phase::Running), [BootupSuccess]);
+        assert_eq!(
+            kinds(Some(Phase::Off), Phase::Running),
+            [BootupStart, BootupSuccess]
+        );
+        assert_eq!(
+            kinds(Some(Phase::Starting), Phase::Running),
+            [BootupSuccess]
+        );
     }
 
     #[test]
     fn a_shutdown_seen_in_one_step_is_a_start_and_a_success() {
         use LifecycleKind::{ShutdownStart, ShutdownSuccess};
-        assert_eq!(kinds(Some(Phase::Running), Phase::Off), [ShutdownStart, ShutdownSuccess]);
+        assert_eq!(
+            kinds(Some(Phase::Running), Phase::Off),
+            [ShutdownStart, ShutdownSuccess]
+        );
         assert_eq!(kinds(Some(Phase::Stopping), Phase::Off), [ShutdownSuccess]);
     }
 

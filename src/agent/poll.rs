@@ -75,7 +75,10 @@ pub async fn run(
                 }
                 let dropped = queue_changes(&inventory, &queue, observation, disks_due);
                 if dropped > 0 && !dropping {
-                    warn!(dropped, "bridge reads slower than libvirt is polled; dropping");
+                    warn!(
+                        dropped,
+                        "bridge reads slower than libvirt is polled; dropping"
+                    );
                 }
                 dropping = dropped > 0;
                 connection = current;
@@ -150,5 +153,7 @@ async fn close(connection: Option<Connect>) {
 }
 
 fn lock(inventory: &Mutex<Inventory>) -> std::sync::MutexGuard<'_, Inventory> {
-    inventory.lock().expect("the inventory lock is never poisoned")
+    inventory
+        .lock()
+        .expect("the inventory lock is never poisoned")
 }

@@ -50,10 +50,17 @@ pub async fn run(
         match open(&config).await {
             Ok(stream) => {
                 backoff.succeeded();
-                info!(bridge = config.bridge, agent = config.agent_id, "agent stream opened");
+                info!(
+                    bridge = config.bridge,
+                    agent = config.agent_id,
+                    "agent stream opened"
+                );
                 match forward(&config, stream, &inventory, &mut queue, &stop).await {
                     Ended::Stopped => {
-                        info!(bridge = config.bridge, "agent stream closed: agent stopping");
+                        info!(
+                            bridge = config.bridge,
+                            "agent stream closed: agent stopping"
+                        );
                         return;
                     }
                     Ended::Broke(reason) => {
@@ -138,7 +145,9 @@ async fn forward(
     // open is older than the replay, so it is dropped under the same lock
     // that the polls take to queue: nothing interleaves.
     let mut backlog: VecDeque<Body> = {
-        let inventory = inventory.lock().expect("the inventory lock is never poisoned");
+        let inventory = inventory
+            .lock()
+            .expect("the inventory lock is never poisoned");
         while queue.try_recv().is_ok() {}
         inventory.replay().into()
     };

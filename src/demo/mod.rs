@@ -137,7 +137,7 @@ fn decision(index: usize, uuid: Uuid) -> proto::MachineDecision {
     let role = ["web", "database", "build", "desktop"][index % 4];
     proto::MachineDecision {
         uuid: uuid.to_string(),
-        title: (index % 3 != 0).then(|| format!("{role} {:02}", index + 1)),
+        title: (!index.is_multiple_of(3)).then(|| format!("{role} {:02}", index + 1)),
         tags: vec![role.to_owned(), "demo".to_owned()],
         description: Some(format!("A simulated {role} machine.")),
         owner: Some(owner),
