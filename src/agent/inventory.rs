@@ -3,7 +3,8 @@
 //! when they change, lifecycle events, state, disks), and replays the
 //! whole picture to a bridge the agent has just (re)connected to.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -16,11 +17,23 @@ use crate::grpc::proto::{self, LifecycleKind};
 /// The most disks one machine message may carry.
 const MAX_DISKS: usize = 64;
 
+/// The inventory as the poll and the uplink share it; neither holds it
+/// across an await.
+pub fn lock(shared: &Mutex<Inventory>) -> MutexGuard<'_, Inventory> {
+    shared
+        .lock()
+        .expect("nothing panics while holding the inventory")
+}
+
 /// Every machine the agent knows, keyed by UUID so replays and tests see a
 /// stable order.
 #[derive(Default)]
 pub struct Inventory {
     machines: BTreeMap<Uuid, Tracked>,
+    /// Machines gone from libvirt whose removal no stream has sent yet
+    /// (it happened while the bridge was away): replayed, or a bridge that
+    /// kept running would keep them forever.
+    unsent_removals: BTreeSet<Uuid>,
 }
 
 struct Tracked {
@@ -76,6 +89,7 @@ impl Inventory {
             .collect();
         for uuid in gone {
             self.machines.remove(&uuid);
+            self.unsent_removals.insert(uuid);
             out.push(Body::Remove(proto::MachineRef {
                 uuid: uuid.to_string(),
             }));
@@ -95,6 +109,7 @@ impl Inventory {
         out: &mut Vec<Body>,
     ) {
         let uuid = observed.uuid;
+        self.unsent_removals.remove(&uuid);
         let is_new = !self.machines.contains_key(&uuid);
         let tracked = self.machines.entry(uuid).or_insert_with(|| Tracked {
             properties: proto::AgentProperties::default(),
@@ -159,9 +174,25 @@ impl Inventory {
         }
     }
 
-    /// Everything a freshly connected bridge needs, machine by machine.
+    /// A stream took this removal: it no longer needs a replay.
+    pub fn removal_sent(&mut self, uuid: &str) {
+        if let Ok(uuid) = Uuid::parse_str(uuid) {
+            self.unsent_removals.remove(&uuid);
+        }
+    }
+
+    /// Everything a freshly connected bridge needs: the removals it may
+    /// have missed, then every machine.
     pub fn replay(&self) -> Vec<Body> {
-        let mut out = Vec::new();
+        let mut out: Vec<Body> = self
+            .unsent_removals
+            .iter()
+            .map(|uuid| {
+                Body::Remove(proto::MachineRef {
+                    uuid: uuid.to_string(),
+                })
+            })
+            .collect();
         for tracked in self.machines.values() {
             out.push(Body::Properties(tracked.properties.clone()));
             if let Some(disks) = &tracked.disks {
@@ -319,6 +350,17 @@ mod tests {
 
         let gone = inventory.apply(poll(Vec::new()), Utc::now(), false);
         assert_eq!(names(&gone), ["remove"]);
+    }
+
+    #[test]
+    fn a_removal_no_stream_sent_is_replayed_until_one_does() {
+        let mut inventory = Inventory::default();
+        inventory.apply(poll(vec![machine(Phase::Off)]), Utc::now(), false);
+        inventory.apply(poll(Vec::new()), Utc::now(), false);
+        assert_eq!(names(&inventory.replay()), ["remove"]);
+
+        inventory.removal_sent(&Uuid::from_u128(7).to_string());
+        assert!(inventory.replay().is_empty());
     }
 
     #[test]

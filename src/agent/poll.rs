@@ -15,7 +15,7 @@ use virt::connect::Connect;
 
 use crate::agent::AgentConfig;
 use crate::agent::backoff::Backoff;
-use crate::agent::inventory::Inventory;
+use crate::agent::inventory::{Inventory, lock};
 use crate::agent::libvirt::{self, Connector, Observation, SizeRequest};
 use crate::grpc::proto::agent_message::Body;
 
@@ -150,10 +150,4 @@ async fn close(connection: Option<Connect>) {
     if let Some(connection) = connection {
         let _ = tokio::task::spawn_blocking(move || drop(connection)).await;
     }
-}
-
-fn lock(inventory: &Mutex<Inventory>) -> std::sync::MutexGuard<'_, Inventory> {
-    inventory
-        .lock()
-        .expect("the inventory lock is never poisoned")
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::agent::AgentConfig;
 use crate::agent::backoff::Backoff;
-use crate::agent::inventory::Inventory;
+use crate::agent::inventory::{Inventory, lock};
 use crate::grpc::client;
 use crate::grpc::proto::agent_message::Body;
 use crate::grpc::proto::agent_reply::Outcome;
@@ -47,7 +47,7 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
     loop {
-        match open(&config).await {
+        let delay = match open(&config).await {
             Ok(stream) => {
                 backoff.succeeded();
                 info!(
@@ -55,27 +55,30 @@ pub async fn run(
                     agent = config.agent_id,
                     "agent stream opened"
                 );
-                match forward(&config, stream, &inventory, &mut queue, &stop).await {
-                    Ended::Stopped => {
-                        info!(
-                            bridge = config.bridge,
-                            "agent stream closed: agent stopping"
-                        );
-                        return;
-                    }
-                    Ended::Broke(reason) => {
-                        info!(bridge = config.bridge, reason, "agent stream closed");
-                    }
-                }
+                let ended = forward(&config, stream, &inventory, &mut queue, &stop).await;
+                let Ended::Broke(reason) = ended else {
+                    info!(
+                        bridge = config.bridge,
+                        "agent stream closed: agent stopping"
+                    );
+                    return;
+                };
+                let delay = backoff.failed();
+                info!(bridge = config.bridge, reason, retry_in = ?delay, "agent stream closed");
+                delay
             }
-            Err(reason) => warn!(bridge = config.bridge, reason, "bridge unreachable"),
-        }
+            Err(reason) => {
+                let delay = backoff.failed();
+                warn!(bridge = config.bridge, reason, retry_in = ?delay, "bridge unreachable");
+                delay
+            }
+        };
 
         // While waiting, what the polls queue is dropped: the replay on the
         // next stream supersedes it.
         // LIMITATION: lifecycle events that happen while no stream is open
         // are lost; the frontends see the outcome in the state instead.
-        let resume = tokio::time::sleep(backoff.failed());
+        let resume = tokio::time::sleep(delay);
         tokio::pin!(resume);
         loop {
             tokio::select! {
@@ -100,7 +103,7 @@ async fn open(config: &AgentConfig) -> Result<Stream, String> {
     // ever inside the metadata value.
     let mut client = client::connect_agent(&config.bridge, &config.agent_token)
         .await
-        .map_err(|error| format!("cannot connect: {error}"))?;
+        .map_err(|error| format!("cannot connect: {}", with_causes(error.as_ref())))?;
     let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
     let replies = client
         .stream(ReceiverStream::new(receiver))
@@ -169,6 +172,10 @@ async fn forward(
             },
         };
         seq += 1;
+        let removed = match &body {
+            Body::Remove(machine) => Some(machine.uuid.clone()),
+            _ => None,
+        };
         let message = AgentMessage {
             seq,
             body: Some(body),
@@ -179,6 +186,9 @@ async fn forward(
             sent = stream.sender.send(message) => {
                 if sent.is_err() {
                     break Ended::Broke("the stream closed".to_owned());
+                }
+                if let Some(uuid) = removed {
+                    lock(inventory).removal_sent(&uuid);
                 }
             }
         }
@@ -192,6 +202,19 @@ async fn forward(
     }
     stream.replies.abort();
     ended
+}
+
+/// An error and what caused it, on one line: tonic's own message alone
+/// ("transport error") does not say what an operator should fix.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 fn ended_reason(joined: Result<String, tokio::task::JoinError>) -> String {
