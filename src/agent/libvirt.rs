@@ -119,8 +119,9 @@ fn read(domain: &Domain, uuid: Uuid, sizes: &SizeRequest) -> Result<Observed, Re
     let xml = domain.xml_desc(0)?;
     let description = domain_xml::parse(&xml)?;
 
-    let active = phase.active() || phase == Phase::Starting;
-    let ram_used_mib = active.then(|| ram_used_kib(domain, info.memory) / 1024);
+    let ram_used_mib = phase
+        .active()
+        .then(|| ram_used_kib(domain, info.memory) / 1024);
     let disks = description
         .disks
         .into_iter()
