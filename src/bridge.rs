@@ -198,7 +198,8 @@ fn local_addr(
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

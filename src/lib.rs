@@ -8,8 +8,13 @@
 //! the frames, `ticker` drives the cadences, `close` decides close codes.
 //! Beside the path, `store` keeps machine properties and accounts across
 //! restarts.
+//!
+//! `agent` (feature `libvirt`) is the other end of the agent stream: a
+//! hypervisor agent that reads machines from libvirt.
 
 pub mod account;
+#[cfg(feature = "libvirt")]
+pub mod agent;
 pub mod bridge;
 pub mod cli;
 pub mod close;

@@ -43,3 +43,17 @@ pub async fn connect(
         ControlServiceClient::with_interceptor(channel, bearer),
     ))
 }
+
+/// An agent client for a bridge given as a URI (`http://host:port`), as
+/// an agent's configuration names it.
+pub async fn connect_agent(
+    uri: &str,
+    agent_token: &str,
+) -> Result<AgentClient, Box<dyn std::error::Error + Send + Sync>> {
+    let bearer = Bearer(format!("Bearer {agent_token}").parse()?);
+    let channel = Endpoint::from_shared(uri.to_owned())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(AgentServiceClient::with_interceptor(channel, bearer))
+}
