@@ -186,3 +186,64 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Frame {
+        Frame::from(text.to_owned())
+    }
+
+    fn frames(batch: Batch) -> Vec<String> {
+        match batch {
+            Batch::Frames(frames) => frames.iter().map(|f| f.as_str().to_owned()).collect(),
+            Batch::Close(reason) => panic!("unexpected close {reason}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_periodic_message_replaces_the_unsent_one_in_place() {
+        let outbox = Outbox::new(8);
+        outbox.push_event(frame("static"));
+        outbox.push_periodic(Periodic::State, frame("state 1"));
+        outbox.push_event(frame("create"));
+        outbox.push_periodic(Periodic::State, frame("state 2"));
+        outbox.push_periodic(Periodic::Disks, frame("disks"));
+        outbox.push_periodic(Periodic::State, frame("state 3"));
+
+        let sent = frames(outbox.next_batch().await);
+        assert_eq!(sent, ["static", "state 3", "create", "disks"]);
+    }
+
+    #[tokio::test]
+    async fn events_are_never_merged_and_passing_the_bound_closes_with_1013() {
+        let outbox = Outbox::new(3);
+        for index in 0..3 {
+            outbox.push_event(frame(&format!("event {index}")));
+        }
+        assert_eq!(outbox.backlog(), 3);
+        assert_eq!(outbox.close_reason(), None);
+
+        outbox.push_event(frame("one too many"));
+        assert_eq!(outbox.close_reason(), Some(Close::TooFarBehind));
+        match outbox.next_batch().await {
+            Batch::Close(reason) => assert_eq!(reason.code(), 1013),
+            Batch::Frames(frames) => {
+                panic!("expected the close first, got {} frames", frames.len())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_close_wins_and_later_pushes_are_dropped() {
+        let outbox = Outbox::new(8);
+        outbox.close(Close::AccountRemoved);
+        outbox.close(Close::ShuttingDown);
+        outbox.push_event(frame("late"));
+        outbox.push_periodic(Periodic::State, frame("late"));
+        assert_eq!(outbox.close_reason(), Some(Close::AccountRemoved));
+        assert_eq!(outbox.backlog(), 0);
+        outbox.closing().await;
+    }
+}
