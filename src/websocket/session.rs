@@ -3,17 +3,18 @@
 //! closes the socket when the registry, the token's expiry or shutdown says
 //! so.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::bridge::Shared;
@@ -67,8 +68,19 @@ pub async fn run(
     let account = admission.principal.account;
     info!(scope = endpoint.name(), %account, connection = admission.id, "connection opened");
 
-    let ending = pump(&mut ws, &admission.outbox, expires_at, &shared).await;
+    // A bug in the loop must not leave the connection in the fan-out or the
+    // client without a close code: it ends the session with 1011.
+    let pumped = AssertUnwindSafe(pump(&mut ws, &admission.outbox, expires_at, &shared))
+        .catch_unwind()
+        .await;
     shared.registry.release(admission.id);
+    let ending = match pumped {
+        Ok(ending) => ending,
+        Err(_) => {
+            error!(scope = endpoint.name(), %account, connection = admission.id, "session failed");
+            close(&mut ws, Close::Internal).await
+        }
+    };
 
     match ending {
         Ending::Closed(reason) => info!(

@@ -12,7 +12,7 @@ use cherry_bridge::proto::agent_reply::Outcome;
 use cherry_bridge::proto::{self, AgentMessage, AgentReply};
 use cherry_bridge::token::{self, SigningKey, TokenRequest};
 use cherry_bridge::{Bridge, Intervals};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -356,6 +356,9 @@ impl Client {
             match next {
                 Some(Ok(Message::Text(text))) => return Read::Message(parse(text.as_str())),
                 Some(Ok(Message::Close(frame))) => {
+                    // Send the close reply tungstenite queued, as a browser
+                    // does at once.
+                    let _ = self.ws.flush().await;
                     let (code, reason) = frame
                         .map(|frame| (u16::from(frame.code), frame.reason.to_string()))
                         .unwrap_or((1005, String::new()));

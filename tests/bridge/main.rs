@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cli;
 mod contract;
 mod delivery;
 mod events;
