@@ -2,11 +2,13 @@
 //! and talks to it with a real gRPC client and real WebSocket clients.
 
 mod harness;
+mod keys;
 
 mod contract;
 mod delivery;
 mod events;
 mod grpc_input;
+mod key_algorithms;
 mod reflection;
 mod scope_changes;
 mod tokens;
