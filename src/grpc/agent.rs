@@ -105,6 +105,9 @@ async fn serve(
                 Ok(None) => break,
                 Err(status) => {
                     warn!(agent = agent_name(&identity), code = ?status.code(), "agent stream broke");
+                    // A message too large or undecodable ends the stream;
+                    // the agent learns why after the replies before it.
+                    let _ = pending.try_send(Err(status));
                     break;
                 }
             },
@@ -113,7 +116,7 @@ async fn serve(
         let answered = answer(&shared, &mut identity, message);
         let queued = tokio::select! {
             _ = shared.shutdown.cancelled() => false,
-            queued = pending.send(answered) => queued.is_ok(),
+            queued = pending.send(Ok(answered)) => queued.is_ok(),
         };
         if !queued {
             break;
@@ -131,14 +134,22 @@ async fn serve(
 }
 
 /// Sends each reply once what its message changed is stored, in the order
-/// the messages came. A store failure ends the stream: the agent cannot be
+/// the messages came, then the status the stream broke with, if any. A
+/// store failure ends the stream: the agent cannot be
 /// told its changes are kept, and reconnecting is how it retries.
 async fn reply_in_order(
-    mut ordered: mpsc::Receiver<Pending>,
+    mut ordered: mpsc::Receiver<Result<Pending, Status>>,
     replies: Replies,
     shutdown: CancellationToken,
 ) {
-    while let Some(Pending { reply, durable }) = ordered.recv().await {
+    while let Some(next) = ordered.recv().await {
+        let Pending { reply, durable } = match next {
+            Ok(pending) => pending,
+            Err(status) => {
+                let _ = replies.try_send(Err(status));
+                return;
+            }
+        };
         if let Err(failure) = durable.wait().await {
             error!(seq = reply.seq, error = %failure, "agent change applied but not stored");
             let status = Status::unavailable(format!("changes are not being stored: {failure}"));

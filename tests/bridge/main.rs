@@ -9,6 +9,8 @@ mod delivery;
 mod events;
 mod grpc_input;
 mod key_algorithms;
+mod limits;
+mod raw;
 mod reflection;
 mod scope_changes;
 mod tokens;
