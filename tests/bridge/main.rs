@@ -13,4 +13,5 @@ mod limits;
 mod raw;
 mod reflection;
 mod scope_changes;
+mod tls;
 mod tokens;
