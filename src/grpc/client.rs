@@ -53,6 +53,8 @@ pub async fn connect(
 
 /// An agent client for a bridge given as a URI (`http://host:port`), as
 /// an agent's configuration names it.
+// LIMITATION: no TLS configuration is given, so an `https://` bridge
+// cannot be reached; an agent needs a plain-text path to the bridge.
 pub async fn connect_agent(
     uri: &str,
     agent_token: &str,

@@ -3,14 +3,15 @@
 
 mod harness;
 mod keys;
+mod raw;
 
 mod contract;
 mod delivery;
 mod events;
 mod grpc_input;
+mod hostile;
 mod key_algorithms;
 mod limits;
-mod raw;
 mod reflection;
 mod scope_changes;
 mod tls;
