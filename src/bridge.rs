@@ -16,6 +16,7 @@ use crate::close::Close;
 use crate::config::{Config, Persistence};
 use crate::registry::Registry;
 use crate::store::{Contents, Journal, Store, StoreError};
+use crate::tls::TlsError;
 use crate::token::TokenVerifier;
 use crate::{grpc, http, ticker};
 
@@ -42,6 +43,8 @@ pub enum StartError {
     /// The store cannot be opened or read; starting empty would look like
     /// every machine and account had vanished.
     Store(StoreError),
+    /// The TLS certificate or key cannot be used.
+    Tls(TlsError),
 }
 
 impl fmt::Display for StartError {
@@ -54,6 +57,7 @@ impl fmt::Display for StartError {
                 error,
             } => write!(f, "cannot listen for {listener} on {addr}: {error}"),
             StartError::Store(error) => error.fmt(f),
+            StartError::Tls(error) => error.fmt(f),
         }
     }
 }
@@ -77,6 +81,12 @@ impl Bridge {
     pub async fn start(config: Config) -> Result<Bridge, StartError> {
         let verifier = TokenVerifier::new(&config.signing_key, &config.claim_checks)
             .map_err(StartError::Key)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|identity| identity.acceptor())
+            .transpose()
+            .map_err(StartError::Tls)?;
         let (store, contents) = open_store(&config.persistence).await?;
         let journal = store
             .as_ref()
@@ -95,11 +105,12 @@ impl Bridge {
         });
         shared
             .tasks
-            .spawn(http::serve(http_listener, shared.clone()));
+            .spawn(http::serve(http_listener, tls, shared.clone()));
         let grpc = tokio::spawn(grpc::serve(grpc_listener, shared.clone()));
         ticker::spawn(&shared);
 
-        info!(http = %http_addr, grpc = %grpc_addr, "bridge listening");
+        let tls = shared.config.tls.is_some();
+        info!(http = %http_addr, grpc = %grpc_addr, tls, "bridge listening");
         Ok(Bridge {
             shared,
             http_addr,

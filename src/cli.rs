@@ -9,8 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
 use crate::account::AccountType;
-use crate::config::{Config, Intervals, Persistence, SHUTDOWN_GRACE};
+use crate::config::{
+    Config, Intervals, MAX_AGENT_STREAMS, MAX_GRPC_MESSAGE, Persistence, SHUTDOWN_GRACE,
+};
 use crate::registry::RegistryLimits;
+use crate::tls::{TlsError, TlsIdentity};
 use crate::token::{ClaimChecks, SigningKey};
 
 #[derive(Parser, Debug)]
@@ -105,9 +108,27 @@ pub struct ServeArgs {
     #[arg(long, env = "CHERRY_MAX_CLIENT_FRAME", default_value_t = 64 * 1024)]
     pub max_client_frame: usize,
 
-    /// How long a client may take to send its upgrade request.
+    /// How long a client may take to send its upgrade request, TLS
+    /// handshake included; also bounds gRPC TLS handshakes.
     #[arg(long, env = "CHERRY_UPGRADE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub upgrade_timeout: Duration,
+
+    /// Largest gRPC message, in bytes; larger fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CHERRY_MAX_GRPC_MESSAGE", default_value_t = MAX_GRPC_MESSAGE)]
+    pub max_grpc_message: usize,
+
+    /// Agent streams open at once; one more fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CHERRY_MAX_AGENT_STREAMS", default_value_t = MAX_AGENT_STREAMS)]
+    pub max_agent_streams: usize,
+
+    /// PEM certificate chain; with --tls-key, both listeners serve TLS
+    /// (wss:// and https gRPC) instead of plain text.
+    #[arg(long, env = "CHERRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CHERRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Where machine properties and accounts are kept across restarts
     /// [default for serve: /var/lib/cherry-bridge; demo keeps nothing
@@ -190,6 +211,14 @@ impl ServeArgs {
         Ok(Some(key))
     }
 
+    /// The certificate and key the flags name, read now, if any.
+    pub fn tls_identity(&self) -> Result<Option<TlsIdentity>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        TlsIdentity::from_files(cert, key).map(Some)
+    }
+
     /// What `serve` keeps: the data directory unless told to be ephemeral.
     pub fn serve_persistence(&self) -> Persistence {
         if self.ephemeral {
@@ -208,7 +237,8 @@ impl ServeArgs {
         }
     }
 
-    /// The settings these flags describe, persisting as `serve` does.
+    /// The settings these flags describe, persisting as `serve` does,
+    /// without TLS (see `tls_identity`).
     pub fn config(&self, signing_key: SigningKey, agent_token: String) -> Config {
         Config {
             http_addr: self.http_addr,
@@ -232,6 +262,9 @@ impl ServeArgs {
             },
             max_client_frame: self.max_client_frame,
             upgrade_timeout: self.upgrade_timeout,
+            tls: None,
+            max_grpc_message: self.max_grpc_message,
+            max_agent_streams: self.max_agent_streams,
             shutdown_grace: SHUTDOWN_GRACE,
             persistence: self.serve_persistence(),
         }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::registry::RegistryLimits;
+use crate::tls::TlsIdentity;
 use crate::token::{ClaimChecks, SigningKey};
 
 /// How often each periodic message goes out.
@@ -38,6 +39,15 @@ pub enum Persistence {
 /// How long shutdown waits for sockets and streams to close by default.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The largest gRPC message decoded by default: tonic's own default, far
+/// above the largest message validation accepts (a machine decision with
+/// every assigned client at its bounds).
+pub const MAX_GRPC_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// Agent streams served at once by default: one per hypervisor, with room
+/// for a large fleet.
+pub const MAX_AGENT_STREAMS: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// WebSockets (and, later, plain HTTP pages) listen here.
@@ -52,8 +62,17 @@ pub struct Config {
     pub limits: RegistryLimits,
     /// Largest client frame or message accepted; larger closes with 1008.
     pub max_client_frame: usize,
-    /// How long a client may take to send its upgrade request.
+    /// How long a client may take to send its upgrade request, TLS
+    /// handshake included; also bounds a gRPC TLS handshake.
     pub upgrade_timeout: Duration,
+    /// The certificate both listeners present; `None` serves plain text.
+    pub tls: Option<TlsIdentity>,
+    /// Largest gRPC message the agent and control services decode; a larger
+    /// one fails with RESOURCE_EXHAUSTED before it is read into memory.
+    pub max_grpc_message: usize,
+    /// Agent streams open at once; one more is refused with
+    /// RESOURCE_EXHAUSTED, so a misbehaving fleet cannot exhaust the bridge.
+    pub max_agent_streams: usize,
     /// How long shutdown waits for sockets and streams to close.
     pub shutdown_grace: Duration,
     /// Whether machines and accounts outlive a restart.
@@ -74,6 +93,9 @@ impl Config {
             limits: RegistryLimits::default(),
             max_client_frame: 64 * 1024,
             upgrade_timeout: Duration::from_secs(10),
+            tls: None,
+            max_grpc_message: MAX_GRPC_MESSAGE,
+            max_agent_streams: MAX_AGENT_STREAMS,
             shutdown_grace: SHUTDOWN_GRACE,
             persistence: Persistence::Ephemeral,
         }

@@ -1,7 +1,13 @@
 //! The HTTP listener: accepts connections, upgrades requests on the three
 //! WebSocket paths, and answers 404 everywhere else.
+//!
+//! Until its upgrade, a connection has one deadline (the upgrade timeout)
+//! for everything it must do: the TLS handshake, when TLS is on, and the
+//! whole request head. A client that stalls or trickles bytes is dropped
+//! when it passes.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -11,15 +17,22 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::bridge::Shared;
 use crate::websocket::request::Endpoint;
 use crate::websocket::session;
 
-/// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// The most a request head may take in memory (request line, query with
+/// its token and machine list, headers). hyper's own bound is far larger.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// Accepts connections until shutdown, over TLS when `tls` is given.
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -36,20 +49,52 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
 
-        let shared = shared.clone();
         let tracker = shared.tasks.clone();
-        tracker.spawn(async move {
-            let service = service_fn(|request| route(request, shared.clone()));
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(shared.config.upgrade_timeout)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(error) = connection.await {
-                debug!(%peer, %error, "http connection ended with an error");
-            }
-        });
+        tracker.spawn(connection(stream, peer, tls.clone(), shared.clone()));
+    }
+}
+
+/// One client connection up to its upgrade (or its one plain answer).
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
+    let deadline = Instant::now() + shared.config.upgrade_timeout;
+    let Some(tls) = tls else {
+        return http(stream, peer, deadline, shared).await;
+    };
+    let stream = match timeout_at(deadline, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+    };
+    http(stream, peer, deadline, shared).await
+}
+
+/// Serves HTTP/1.1 on `io` until the upgrade hands the socket over, the
+/// request head misses `deadline`, or shutdown begins.
+async fn http<I>(io: I, peer: SocketAddr, deadline: Instant, shared: Arc<Shared>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|request| route(request, shared.clone()));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    // Once upgraded the session runs in its own task; what is cut here
+    // is only a connection still sending its request.
+    let result = tokio::select! {
+        result = connection => result,
+        _ = shared.shutdown.cancelled() => return,
+    };
+    if let Err(error) = result {
+        debug!(%peer, %error, "http connection ended with an error");
     }
 }
 

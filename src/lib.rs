@@ -5,7 +5,8 @@
 //! `grpc` (agents and control planes in) → `registry` (the latest picture,
 //! and who watches it) → `fanout` and `outbox` (per-scope routing and
 //! per-connection queues) → `websocket` (sessions out). `envelope` builds
-//! the frames, `ticker` drives the cadences, `close` decides close codes.
+//! the frames, `ticker` drives the cadences, `close` decides close codes, `tls`
+//! secures both listeners when a certificate is given.
 //! Beside the path, `store` keeps machine properties and accounts across
 //! restarts.
 //!
@@ -29,6 +30,7 @@ pub mod outbox;
 pub mod registry;
 pub mod store;
 pub mod ticker;
+pub mod tls;
 pub mod token;
 pub mod websocket;
 

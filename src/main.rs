@@ -51,7 +51,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .agent_token
         .clone()
         .ok_or("no agent token: give --agent-token (CHERRY_AGENT_TOKEN)")?;
-    let bridge = Bridge::start(args.config(key, agent_token))
+    let tls = args.tls_identity().map_err(|error| error.to_string())?;
+    let config = Config {
+        tls,
+        ..args.config(key, agent_token)
+    };
+    let bridge = Bridge::start(config)
         .await
         .map_err(|error| error.to_string())?;
     bridge.run_until_signal().await;
@@ -63,6 +68,9 @@ async fn demo(args: ServeArgs) -> Result<(), String> {
         return Err(
             "the demo mints its own tokens and needs --jwt-secret, not --jwt-public-key".into(),
         );
+    }
+    if args.tls_cert.is_some() {
+        return Err("the demo serves plain text on loopback; --tls-cert is for serve".into());
     }
     let secret = args.jwt_secret.clone().unwrap_or_else(random_secret);
     let agent_token = args.agent_token.clone().unwrap_or_else(random_secret);

@@ -48,12 +48,20 @@ impl SigningKey {
     }
 }
 
-/// Optional registered-claim checks.
+/// Optional registered-claim checks. A configured claim is required: a
+/// token without it is refused, not waved through.
 #[derive(Clone, Debug, Default)]
 pub struct ClaimChecks {
+    /// The `iss` every token must carry.
     pub issuer: Option<String>,
+    /// A value the token's `aud` (a string or a list) must hold.
     pub audience: Option<String>,
 }
+
+/// The longest session a token can grant. Anything later is treated as
+/// this far ahead: a timer cannot wait arbitrarily long, and a session
+/// outliving a century ends no sooner in practice.
+const LONGEST_SESSION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// The claims the bridge reads. `permissions` and `account_type` describe the
 /// account when the directory does not.
@@ -80,12 +88,15 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// Time left before the token expires, measured against the wall clock.
+    /// Time left before the token expires, measured against the wall clock,
+    /// at most a century, so that it can always be added to an instant.
     pub fn remaining(&self) -> Duration {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        Duration::from_secs(self.expires_at).saturating_sub(now)
+        Duration::from_secs(self.expires_at)
+            .saturating_sub(now)
+            .min(LONGEST_SESSION)
     }
 }
 
@@ -109,14 +120,21 @@ impl TokenVerifier {
         // token signed with another family of key both fail verification.
         let mut validation = Validation::new(algorithm);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss` and `aud` only when a token carries
+        // them, so a configured one must also be a required claim.
+        let mut required = vec!["exp", "sub"];
         match &checks.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &checks.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(TokenVerifier { key, validation })
     }
 

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -31,11 +31,17 @@ const REPLY_BUFFER: usize = 256;
 
 pub struct AgentStreams {
     shared: Arc<Shared>,
+    /// One permit per open agent stream, held by the stream's reader until
+    /// it ends; when none is left, a new stream is refused.
+    slots: Arc<Semaphore>,
 }
 
 impl AgentStreams {
     pub fn new(shared: Arc<Shared>) -> Self {
-        AgentStreams { shared }
+        // Any larger limit is no limit at all; tokio would panic on it.
+        let limit = shared.config.max_agent_streams.min(Semaphore::MAX_PERMITS);
+        let slots = Arc::new(Semaphore::new(limit));
+        AgentStreams { shared, slots }
     }
 }
 
@@ -47,10 +53,19 @@ impl proto::agent_service_server::AgentService for AgentStreams {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            let limit = self.shared.config.max_agent_streams;
+            warn!(limit, "agent stream refused: limit reached");
+            return Err(Status::resource_exhausted(format!(
+                "the bridge already serves its limit of {limit} agent streams; retry later"
+            )));
+        };
         let inbound = request.into_inner();
         let (replies, outbound) = mpsc::channel(REPLY_BUFFER);
         let shared = self.shared.clone();
-        self.shared.tasks.spawn(serve(inbound, replies, shared));
+        self.shared
+            .tasks
+            .spawn(serve(inbound, replies, shared, slot));
         Ok(Response::new(ReceiverStream::new(outbound)))
     }
 }
@@ -69,7 +84,13 @@ struct Pending {
     durable: Durable,
 }
 
-async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: Arc<Shared>) {
+/// Reads one agent stream until it ends; `_slot` counts it as open.
+async fn serve(
+    mut inbound: Streaming<AgentMessage>,
+    replies: Replies,
+    shared: Arc<Shared>,
+    _slot: OwnedSemaphorePermit,
+) {
     let (pending, ordered) = mpsc::channel(REPLY_BUFFER);
     shared
         .tasks
@@ -84,6 +105,9 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
                 Ok(None) => break,
                 Err(status) => {
                     warn!(agent = agent_name(&identity), code = ?status.code(), "agent stream broke");
+                    // A message too large or undecodable ends the stream;
+                    // the agent learns why after the replies before it.
+                    let _ = pending.try_send(Err(status));
                     break;
                 }
             },
@@ -92,7 +116,7 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
         let answered = answer(&shared, &mut identity, message);
         let queued = tokio::select! {
             _ = shared.shutdown.cancelled() => false,
-            queued = pending.send(answered) => queued.is_ok(),
+            queued = pending.send(Ok(answered)) => queued.is_ok(),
         };
         if !queued {
             break;
@@ -110,14 +134,22 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
 }
 
 /// Sends each reply once what its message changed is stored, in the order
-/// the messages came. A store failure ends the stream: the agent cannot be
+/// the messages came, then the status the stream broke with, if any. A
+/// store failure ends the stream: the agent cannot be
 /// told its changes are kept, and reconnecting is how it retries.
 async fn reply_in_order(
-    mut ordered: mpsc::Receiver<Pending>,
+    mut ordered: mpsc::Receiver<Result<Pending, Status>>,
     replies: Replies,
     shutdown: CancellationToken,
 ) {
-    while let Some(Pending { reply, durable }) = ordered.recv().await {
+    while let Some(next) = ordered.recv().await {
+        let Pending { reply, durable } = match next {
+            Ok(pending) => pending,
+            Err(status) => {
+                let _ = replies.try_send(Err(status));
+                return;
+            }
+        };
         if let Err(failure) = durable.wait().await {
             error!(seq = reply.seq, error = %failure, "agent change applied but not stored");
             let status = Status::unavailable(format!("changes are not being stored: {failure}"));

@@ -1,5 +1,6 @@
 //! The gRPC side: the agent stream, the control service, health and
-//! reflection (both `v1` and `v1alpha`), behind a bearer-token check.
+//! reflection (both `v1` and `v1alpha`), behind a bearer-token check, over
+//! TLS when the bridge has a certificate.
 
 pub mod agent;
 pub mod client;
@@ -13,6 +14,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::{Request, Status};
 
@@ -74,7 +76,8 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .include_reflection_service(false)
 }
 
-/// Serves gRPC until shutdown.
+/// Serves gRPC until shutdown. Messages over the configured size fail with
+/// RESOURCE_EXHAUSTED (tonic's answer) before they are read into memory.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -94,12 +97,20 @@ pub async fn serve(
         .build_v1alpha()
         .expect("the compiled descriptor sets are valid");
 
-    let agents =
-        AgentServiceServer::with_interceptor(AgentStreams::new(shared.clone()), auth.clone());
-    let control = ControlServiceServer::with_interceptor(Control::new(shared.clone()), auth);
+    let max_message = shared.config.max_grpc_message;
+    let agents = AgentServiceServer::new(AgentStreams::new(shared.clone()))
+        .max_decoding_message_size(max_message);
+    let agents = InterceptedService::new(agents, auth.clone());
+    let control = ControlServiceServer::new(Control::new(shared.clone()))
+        .max_decoding_message_size(max_message);
+    let control = InterceptedService::new(control, auth);
 
+    let mut server = Server::builder();
+    if let Some(identity) = &shared.config.tls {
+        server = server.tls_config(identity.grpc(shared.config.upgrade_timeout))?;
+    }
     let shutdown = shared.shutdown.clone();
-    Server::builder()
+    server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

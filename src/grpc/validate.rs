@@ -93,15 +93,27 @@ fn non_negative(field: &str, value: i64) -> Result<u64> {
     u64::try_from(value).map_err(|_| FieldError::new(field, "must not be negative"))
 }
 
+/// The range of `google.protobuf.Timestamp`: 0001-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59Z. Outside it, a time renders with a sign or a
+/// five-digit year, which is not RFC 3339 and which browsers misread.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
 fn timestamp(field: &str, value: &Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>> {
     let Some(value) = value else {
         return Ok(None);
     };
-    let nanos =
-        u32::try_from(value.nanos).map_err(|_| FieldError::new(field, "not a valid time"))?;
+    let invalid = || FieldError::new(field, "not a valid time (years 1 to 9999)");
+    if !TIMESTAMP_SECONDS.contains(&value.seconds) {
+        return Err(invalid());
+    }
+    // Nanos past a second would be read as a leap second (`:60`).
+    let nanos = u32::try_from(value.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .ok_or_else(invalid)?;
     DateTime::from_timestamp(value.seconds, nanos)
         .map(Some)
-        .ok_or_else(|| FieldError::new(field, "not a valid time"))
+        .ok_or_else(invalid)
 }
 
 fn uuids(field: &str, values: &[String]) -> Result<Vec<Uuid>> {
@@ -442,6 +454,31 @@ mod tests {
         };
         let error = agent_properties("properties", &message).unwrap_err();
         assert_eq!(error.field, "properties.disks[0].size_bytes");
+    }
+
+    fn state_booted_at(seconds: i64, nanos: i32) -> proto::MachineState {
+        proto::MachineState {
+            uuid: Uuid::new_v4().to_string(),
+            boot_timestamp: Some(prost_types::Timestamp { seconds, nanos }),
+            ..Default::default()
+        }
+    }
+
+    /// Found by the property tests: year 10000 rendered as `+10000-...`.
+    #[test]
+    fn times_after_year_9999_are_refused() {
+        let error = state("state", &state_booted_at(253_402_300_800, 0)).unwrap_err();
+        assert_eq!(error.field, "state.boot_timestamp");
+        assert!(state("state", &state_booted_at(253_402_300_799, 999_999_999)).is_ok());
+        assert!(state("state", &state_booted_at(-62_135_596_801, 0)).is_err());
+        assert!(state("state", &state_booted_at(-62_135_596_800, 0)).is_ok());
+    }
+
+    /// chrono reads nanos past a second as a leap second, rendered `:60`.
+    #[test]
+    fn nanos_of_a_whole_second_or_more_are_refused() {
+        assert!(state("state", &state_booted_at(0, 1_000_000_000)).is_err());
+        assert!(state("state", &state_booted_at(0, -1)).is_err());
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! so.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -166,18 +167,10 @@ async fn pump(
                     }
                     ws.flush().await
                 };
-                let interrupted = tokio::select! {
-                    biased;
-                    result = write => match result {
-                        Ok(()) => None,
-                        Err(_) => return Ending::Lost,
-                    },
-                    _ = outbox.closing() => outbox.close_reason(),
-                    _ = shared.shutdown.cancelled() => Some(Close::ShuttingDown),
-                    _ = &mut expiry => Some(Close::TokenExpired),
-                };
-                if let Some(reason) = interrupted {
-                    return close(ws, reason).await;
+                match interruptible(write, outbox, shared, expiry.as_mut()).await {
+                    Written::Done => {}
+                    Written::Lost => return Ending::Lost,
+                    Written::Interrupted(reason) => return close(ws, reason).await,
                 }
             }
             Wake::Incoming(incoming) => match incoming {
@@ -188,9 +181,13 @@ async fn pump(
                     return Ending::ByClient(frame.map(|frame| u16::from(frame.code)));
                 }
                 Some(Ok(Message::Ping(_))) => {
-                    // tungstenite queued the pong; send it now.
-                    if ws.flush().await.is_err() {
-                        return Ending::Lost;
+                    // tungstenite queued the pong, keeping only the latest,
+                    // so a ping flood holds no memory. A flooder that reads
+                    // nothing blocks this flush as it would a write.
+                    match interruptible(ws.flush(), outbox, shared, expiry.as_mut()).await {
+                        Written::Done => {}
+                        Written::Lost => return Ending::Lost,
+                        Written::Interrupted(reason) => return close(ws, reason).await,
                     }
                 }
                 // Clients carry no commands in this version.
@@ -204,6 +201,38 @@ async fn pump(
                 Some(Err(_)) => return Ending::Lost,
             },
         }
+    }
+}
+
+/// What became of a write to the client.
+enum Written {
+    Done,
+    Lost,
+    /// A close that may not wait for the write to finish.
+    Interrupted(Close),
+}
+
+/// Runs `write` until it finishes, unless the registry closes the
+/// connection, shutdown begins or the token expires first: a client that
+/// stops reading blocks a write, and a close must still get through.
+async fn interruptible(
+    write: impl Future<Output = Result<(), WsError>>,
+    outbox: &Outbox,
+    shared: &Shared,
+    expiry: Pin<&mut Sleep>,
+) -> Written {
+    tokio::select! {
+        biased;
+        result = write => match result {
+            Ok(()) => Written::Done,
+            Err(_) => Written::Lost,
+        },
+        _ = outbox.closing() => match outbox.close_reason() {
+            Some(reason) => Written::Interrupted(reason),
+            None => Written::Done,
+        },
+        _ = shared.shutdown.cancelled() => Written::Interrupted(Close::ShuttingDown),
+        _ = expiry => Written::Interrupted(Close::TokenExpired),
     }
 }
 

@@ -2,12 +2,18 @@
 //! and talks to it with a real gRPC client and real WebSocket clients.
 
 mod harness;
+mod keys;
+mod raw;
 
 mod cli;
 mod contract;
 mod delivery;
 mod events;
 mod grpc_input;
+mod hostile;
+mod key_algorithms;
+mod limits;
 mod reflection;
 mod scope_changes;
+mod tls;
 mod tokens;
