@@ -1,5 +1,6 @@
 //! The HTTP listener: accepts connections, upgrades requests on the three
-//! WebSocket paths, and answers 404 everywhere else.
+//! WebSocket paths, hands the operator's paths (`operator`) their answers,
+//! and answers 404 everywhere else.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::bridge::Shared;
+use crate::operator;
 use crate::websocket::request::Endpoint;
 use crate::websocket::session;
 
@@ -57,6 +59,9 @@ async fn route(
     mut request: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(response) = operator::answer(&request, &shared) {
+        return Ok(response);
+    }
     let Some(endpoint) = Endpoint::at(request.uri().path()) else {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
     };

@@ -7,7 +7,8 @@
 //! per-connection queues) → `websocket` (sessions out). `envelope` builds
 //! the frames, `ticker` drives the cadences, `close` decides close codes.
 //! Beside the path, `store` keeps machine properties and accounts across
-//! restarts.
+//! restarts, `telemetry` counts what flows along it, and `operator` serves
+//! the metrics, health checks and live page on the HTTP listener.
 //!
 //! `agent` (feature `libvirt`) is the other end of the agent stream: a
 //! hypervisor agent that reads machines from libvirt.
@@ -25,9 +26,11 @@ pub mod fanout;
 pub mod grpc;
 pub mod http;
 pub mod machine;
+pub mod operator;
 pub mod outbox;
 pub mod registry;
 pub mod store;
+pub mod telemetry;
 pub mod ticker;
 pub mod token;
 pub mod websocket;

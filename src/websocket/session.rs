@@ -20,6 +20,7 @@ use crate::bridge::Shared;
 use crate::close::Close;
 use crate::outbox::{Batch, Outbox};
 use crate::registry::Admission;
+use crate::telemetry;
 use crate::websocket::request::{self, Endpoint};
 
 /// How long the bridge keeps trying to deliver its close frame (behind
@@ -60,15 +61,21 @@ pub async fn run(
                 reason = reason.reason(),
                 "connection refused"
             );
+            let ending = telemetry::Ending::Bridge(reason);
+            shared.metrics.connection_closed(endpoint, ending, false);
             send_close(&mut ws, reason).await;
             return;
         }
     };
     let account = admission.principal.account;
     info!(scope = endpoint.name(), %account, connection = admission.id, "connection opened");
+    shared.metrics.connection_opened(endpoint);
 
     let ending = pump(&mut ws, &admission.outbox, expires_at, &shared).await;
     shared.registry.release(admission.id);
+    shared
+        .metrics
+        .connection_closed(endpoint, ending.metric(), true);
 
     match ending {
         Ending::Closed(reason) => info!(
@@ -92,6 +99,16 @@ pub async fn run(
             connection = admission.id,
             "connection lost"
         ),
+    }
+}
+
+impl Ending {
+    fn metric(&self) -> telemetry::Ending {
+        match self {
+            Ending::Closed(reason) => telemetry::Ending::Bridge(*reason),
+            Ending::ByClient(_) => telemetry::Ending::Client,
+            Ending::Lost => telemetry::Ending::Lost,
+        }
     }
 }
 
@@ -150,6 +167,7 @@ async fn pump(
                 // request, shutdown or expiry must still get through.
                 let write = async {
                     for frame in frames {
+                        shared.metrics.frame_sent(frame.as_str());
                         ws.feed(Message::Text(frame)).await?;
                     }
                     ws.flush().await
