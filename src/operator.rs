@@ -21,6 +21,10 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
      frame-ancestors 'none'";
 
 /// The answer for an operator's path, or `None` for any other path.
+// LIMITATION: these paths need no credentials, so whoever reaches the HTTP
+// listener reads the metrics (counts only, never a secret). And once
+// shutdown begins the listener stops accepting: a new probe is refused, and
+// only a request already accepted is answered 503.
 pub fn answer<B>(request: &Request<B>, shared: &Shared) -> Option<Response<Full<Bytes>>> {
     let response = match request.uri().path() {
         "/metrics" => text(StatusCode::OK, METRICS_TYPE, shared.metrics.render()),

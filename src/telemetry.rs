@@ -57,12 +57,10 @@ pub enum Ending {
 
 impl Ending {
     fn label(self) -> &'static str {
-        let Ending::Bridge(close) = self else {
-            return if self == Ending::Client {
-                "client"
-            } else {
-                "lost"
-            };
+        let close = match self {
+            Ending::Client => return "client",
+            Ending::Lost => return "lost",
+            Ending::Bridge(close) => close,
         };
         match close.code() {
             1000 => "1000",
@@ -91,16 +89,23 @@ struct Series {
     open: [Gauge; 3],
     /// Admitted WebSockets, by endpoint in [`ENDPOINTS`] order.
     opened: [Counter; 3],
+    /// Closes with 1013 for a backlog past the bound: the sign that some
+    /// frontend cannot keep up.
     slow_closes: Counter,
     /// Frames written to WebSockets, by [`MessageType::index`].
     sent_messages: [Counter; 12],
     /// Their bytes (the JSON text), by [`MessageType::index`].
     sent_bytes: [Counter; 12],
+    /// Streams that said hello; moved by the agent stream's reader.
     agent_streams: Gauge,
+    /// Messages acknowledged, hello included.
     agent_accepted: Counter,
     /// Rejected agent messages, by [`Rejection::index`].
     agent_rejected: [Counter; 3],
+    /// Set on every state tick from the registry's count, so it never
+    /// drifts from what the registry holds.
     machines_known: Gauge,
+    /// Likewise: machines DATA_DYNAMIC lists.
     machines_fresh: Gauge,
     /// Time one tick of each cadence takes, in [`Periodic::ALL`] order.
     tick_duration: [Histogram; 3],
@@ -156,21 +161,29 @@ impl Metrics {
         self.series.open[index].increment(1.0);
     }
 
-    /// A WebSocket ended; `was_open` is false for one refused at admission,
-    /// which is counted as closed but was never open.
-    pub fn connection_closed(&self, endpoint: Endpoint, ending: Ending, was_open: bool) {
-        if was_open {
-            self.series.open[endpoint_index(endpoint)].decrement(1.0);
-        }
+    /// An admitted WebSocket ended.
+    pub fn connection_closed(&self, endpoint: Endpoint, ending: Ending) {
+        self.series.open[endpoint_index(endpoint)].decrement(1.0);
         if ending == Ending::Bridge(Close::TooFarBehind) {
             self.series.slow_closes.increment(1);
         }
+        self.count_close(endpoint, ending);
+    }
+
+    /// A WebSocket was refused at admission: closed, but never open.
+    pub fn connection_refused(&self, endpoint: Endpoint, reason: Close) {
+        self.count_close(endpoint, Ending::Bridge(reason));
+    }
+
+    fn count_close(&self, endpoint: Endpoint, ending: Ending) {
         with_local_recorder(&self.recorder, || {
             counter!(CLOSED, "scope" => endpoint.name(), "code" => ending.label()).increment(1);
         });
     }
 
     /// One frame went out on a WebSocket.
+    // LIMITATION: counted when handed to the socket; a frame still in the
+    // kernel's buffers when the connection breaks was counted anyway.
     pub fn frame_sent(&self, frame: &str) {
         let Some(kind) = envelope::type_of(frame) else {
             return;

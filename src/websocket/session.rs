@@ -61,8 +61,7 @@ pub async fn run(
                 reason = reason.reason(),
                 "connection refused"
             );
-            let ending = telemetry::Ending::Bridge(reason);
-            shared.metrics.connection_closed(endpoint, ending, false);
+            shared.metrics.connection_refused(endpoint, reason);
             send_close(&mut ws, reason).await;
             return;
         }
@@ -73,9 +72,7 @@ pub async fn run(
 
     let ending = pump(&mut ws, &admission.outbox, expires_at, &shared).await;
     shared.registry.release(admission.id);
-    shared
-        .metrics
-        .connection_closed(endpoint, ending.metric(), true);
+    shared.metrics.connection_closed(endpoint, ending.metric());
 
     match ending {
         Ending::Closed(reason) => info!(
