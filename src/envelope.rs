@@ -51,6 +51,26 @@ impl MessageType {
         self as usize
     }
 
+    /// The type whose name is `name`, as [`MessageType::as_str`] spells it.
+    pub fn named(name: &str) -> Option<MessageType> {
+        let kind = match name {
+            "CREATE" => MessageType::Create,
+            "DELETE" => MessageType::Delete,
+            "DATA_STATIC" => MessageType::DataStatic,
+            "DATA_DYNAMIC" => MessageType::DataDynamic,
+            "DATA_DYNAMIC_DISKS" => MessageType::DataDynamicDisks,
+            "DATA_DYNAMIC_CONNECTIONS" => MessageType::DataDynamicConnections,
+            "BOOTUP_START" => MessageType::BootupStart,
+            "BOOTUP_SUCCESS" => MessageType::BootupSuccess,
+            "BOOTUP_FAIL" => MessageType::BootupFail,
+            "SHUTDOWN_START" => MessageType::ShutdownStart,
+            "SHUTDOWN_SUCCESS" => MessageType::ShutdownSuccess,
+            "SHUTDOWN_FAIL" => MessageType::ShutdownFail,
+            _ => return None,
+        };
+        Some(kind)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MessageType::Create => "CREATE",
@@ -77,10 +97,7 @@ const TYPE_OFFSET: usize = 9 + 36 + 10;
 /// without parsing the JSON; `None` for any other text.
 pub fn type_of(frame: &str) -> Option<MessageType> {
     let rest = frame.get(TYPE_OFFSET..)?;
-    let name = &rest[..rest.find('"')?];
-    MessageType::ALL
-        .into_iter()
-        .find(|kind| kind.as_str() == name)
+    MessageType::named(&rest[..rest.find('"')?])
 }
 
 /// Wraps a serialized JSON body in a new envelope with a fresh UUID and the
@@ -152,6 +169,7 @@ mod tests {
             let built = frame(kind, b"{}");
             assert_eq!(type_of(built.as_str()), Some(kind));
             assert_eq!(MessageType::ALL[kind.index()], kind);
+            assert_eq!(MessageType::named(kind.as_str()), Some(kind));
         }
         assert_eq!(type_of("{}"), None);
         assert_eq!(type_of(&"x".repeat(80)), None);

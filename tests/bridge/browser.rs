@@ -122,30 +122,40 @@ impl Browser {
 
     /// The value of a JavaScript expression in the open page.
     pub async fn evaluate(&mut self, expression: &str) -> Value {
+        self.try_evaluate(expression)
+            .await
+            .unwrap_or_else(|error| panic!("{expression} threw: {error}"))
+    }
+
+    /// The value of a JavaScript expression, or what it threw.
+    async fn try_evaluate(&mut self, expression: &str) -> Result<Value, Value> {
         let result = self
             .call(
                 "Runtime.evaluate",
                 json!({ "expression": expression, "returnByValue": true }),
             )
             .await;
-        assert!(
-            result.get("exceptionDetails").is_none(),
-            "{expression} threw: {result}"
-        );
-        result["result"]["value"].clone()
+        match result.get("exceptionDetails") {
+            Some(thrown) => Err(thrown.clone()),
+            None => Ok(result["result"]["value"].clone()),
+        }
     }
 
     /// Evaluates `expression` until it yields `true`, failing the test with
-    /// `what` after `PATIENCE`.
+    /// `what` after `PATIENCE`. Until then a throw counts as "not yet": the
+    /// page may still be loading.
     pub async fn wait_for(&mut self, what: &str, expression: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            if self.evaluate(expression).await == Value::Bool(true) {
+            let last = self.try_evaluate(expression).await;
+            if last == Ok(Value::Bool(true)) {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
-                let text = self.evaluate("document.body.innerText").await;
-                panic!("the page never showed {what}; it shows:\n{text}");
+                let text = self
+                    .try_evaluate("document.body ? document.body.innerText : ''")
+                    .await;
+                panic!("the page never showed {what} (last: {last:?}); it shows:\n{text:?}");
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
