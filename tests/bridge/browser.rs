@@ -51,6 +51,10 @@ impl Browser {
                 "--disable-sync",
                 "--disable-breakpad",
                 "--disable-domain-reliability",
+                "--no-pings",
+                // Every name but the loopback address fails to resolve, so
+                // the browser can reach nothing beyond this machine by name.
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                 "--window-size=1280,800",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
