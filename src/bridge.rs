@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -16,6 +17,7 @@ use crate::close::Close;
 use crate::config::{Config, Persistence};
 use crate::registry::Registry;
 use crate::store::{Contents, Journal, Store, StoreError};
+use crate::telemetry::Metrics;
 use crate::tls::TlsError;
 use crate::token::TokenVerifier;
 use crate::{grpc, http, ticker};
@@ -29,6 +31,20 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Every task the bridge spawns, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// This bridge's own metrics, written along the data path and rendered
+    /// at `/metrics`.
+    pub metrics: Metrics,
+    /// Set once the registry is loaded, both listeners are bound and the
+    /// ticker runs; `/readyz` answers 200 while it is set and shutdown has
+    /// not begun.
+    pub started: AtomicBool,
+}
+
+impl Shared {
+    /// Whether the bridge should be sent traffic.
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::Acquire) && !self.shutdown.is_cancelled()
+    }
 }
 
 #[derive(Debug)]
@@ -102,12 +118,15 @@ impl Bridge {
             verifier,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            metrics: Metrics::new(),
+            started: AtomicBool::new(false),
         });
         shared
             .tasks
             .spawn(http::serve(http_listener, tls, shared.clone()));
         let grpc = tokio::spawn(grpc::serve(grpc_listener, shared.clone()));
         ticker::spawn(&shared);
+        shared.started.store(true, Ordering::Release);
 
         let tls = shared.config.tls.is_some();
         info!(http = %http_addr, grpc = %grpc_addr, tls, "bridge listening");

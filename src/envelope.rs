@@ -31,6 +31,46 @@ pub enum MessageType {
 }
 
 impl MessageType {
+    pub const ALL: [MessageType; 12] = [
+        MessageType::Create,
+        MessageType::Delete,
+        MessageType::DataStatic,
+        MessageType::DataDynamic,
+        MessageType::DataDynamicDisks,
+        MessageType::DataDynamicConnections,
+        MessageType::BootupStart,
+        MessageType::BootupSuccess,
+        MessageType::BootupFail,
+        MessageType::ShutdownStart,
+        MessageType::ShutdownSuccess,
+        MessageType::ShutdownFail,
+    ];
+
+    /// The position of this type in [`MessageType::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The type whose name is `name`, as [`MessageType::as_str`] spells it.
+    pub fn named(name: &str) -> Option<MessageType> {
+        let kind = match name {
+            "CREATE" => MessageType::Create,
+            "DELETE" => MessageType::Delete,
+            "DATA_STATIC" => MessageType::DataStatic,
+            "DATA_DYNAMIC" => MessageType::DataDynamic,
+            "DATA_DYNAMIC_DISKS" => MessageType::DataDynamicDisks,
+            "DATA_DYNAMIC_CONNECTIONS" => MessageType::DataDynamicConnections,
+            "BOOTUP_START" => MessageType::BootupStart,
+            "BOOTUP_SUCCESS" => MessageType::BootupSuccess,
+            "BOOTUP_FAIL" => MessageType::BootupFail,
+            "SHUTDOWN_START" => MessageType::ShutdownStart,
+            "SHUTDOWN_SUCCESS" => MessageType::ShutdownSuccess,
+            "SHUTDOWN_FAIL" => MessageType::ShutdownFail,
+            _ => return None,
+        };
+        Some(kind)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MessageType::Create => "CREATE",
@@ -47,6 +87,17 @@ impl MessageType {
             MessageType::ShutdownFail => "SHUTDOWN_FAIL",
         }
     }
+}
+
+/// Where the type name starts in every frame [`frame`] builds: after
+/// `{"uuid":"`, the 36 characters of a hyphenated UUID, and `","type":"`.
+const TYPE_OFFSET: usize = 9 + 36 + 10;
+
+/// The type of a frame built by [`frame`], read from its fixed header
+/// without parsing the JSON; `None` for any other text.
+pub fn type_of(frame: &str) -> Option<MessageType> {
+    let rest = frame.get(TYPE_OFFSET..)?;
+    MessageType::named(&rest[..rest.find('"')?])
 }
 
 /// Wraps a serialized JSON body in a new envelope with a fresh UUID and the
@@ -106,4 +157,21 @@ pub fn failure_body(uuid: &Uuid, error: Option<&str>) -> Vec<u8> {
         error: Option<&'a str>,
     }
     serde_json::to_vec(&Body { uuid, error }).expect("a UUID and a string serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_tells_its_type() {
+        for kind in MessageType::ALL {
+            let built = frame(kind, b"{}");
+            assert_eq!(type_of(built.as_str()), Some(kind));
+            assert_eq!(MessageType::ALL[kind.index()], kind);
+            assert_eq!(MessageType::named(kind.as_str()), Some(kind));
+        }
+        assert_eq!(type_of("{}"), None);
+        assert_eq!(type_of(&"x".repeat(80)), None);
+    }
 }

@@ -1,5 +1,6 @@
 //! The HTTP listener: accepts connections, upgrades requests on the three
-//! WebSocket paths, and answers 404 everywhere else.
+//! WebSocket paths, hands the operator's paths (`operator`) their answers,
+//! and answers 404 everywhere else.
 //!
 //! Until its upgrade, a connection has one deadline (the upgrade timeout)
 //! for everything it must do: the TLS handshake, when TLS is on, and the
@@ -24,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::bridge::Shared;
+use crate::operator;
 use crate::websocket::request::Endpoint;
 use crate::websocket::session;
 
@@ -102,6 +104,9 @@ async fn route(
     mut request: Request<Incoming>,
     shared: Arc<Shared>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(response) = operator::answer(&request, &shared) {
+        return Ok(response);
+    }
     let Some(endpoint) = Endpoint::at(request.uri().path()) else {
         return Ok(plain(StatusCode::NOT_FOUND, "not found\n"));
     };

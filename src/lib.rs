@@ -8,7 +8,8 @@
 //! the frames, `ticker` drives the cadences, `close` decides close codes, `tls`
 //! secures both listeners when a certificate is given.
 //! Beside the path, `store` keeps machine properties and accounts across
-//! restarts.
+//! restarts, `telemetry` counts what flows along it, and `operator` serves
+//! the metrics, health checks and live page on the HTTP listener.
 //!
 //! `agent` (feature `libvirt`) is the other end of the agent stream: a
 //! hypervisor agent that reads machines from libvirt.
@@ -26,9 +27,11 @@ pub mod fanout;
 pub mod grpc;
 pub mod http;
 pub mod machine;
+pub mod operator;
 pub mod outbox;
 pub mod registry;
 pub mod store;
+pub mod telemetry;
 pub mod ticker;
 pub mod tls;
 pub mod token;

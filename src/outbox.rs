@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 
 use crate::close::Close;
-use crate::envelope::Frame;
+use crate::envelope::{Frame, MessageType};
 
 /// The periodic message types, each with a latest-wins slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,11 +26,25 @@ pub enum Periodic {
 impl Periodic {
     pub const ALL: [Periodic; 3] = [Periodic::State, Periodic::Disks, Periodic::Connections];
 
-    fn slot(self) -> usize {
+    /// The position of this type in [`Periodic::ALL`], also its slot.
+    pub fn index(self) -> usize {
         match self {
             Periodic::State => 0,
             Periodic::Disks => 1,
             Periodic::Connections => 2,
+        }
+    }
+
+    fn slot(self) -> usize {
+        self.index()
+    }
+
+    /// The message type this cadence sends.
+    pub fn message_type(self) -> MessageType {
+        match self {
+            Periodic::State => MessageType::DataDynamic,
+            Periodic::Disks => MessageType::DataDynamicDisks,
+            Periodic::Connections => MessageType::DataDynamicConnections,
         }
     }
 }

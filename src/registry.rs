@@ -200,11 +200,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Bytes {
 }
 
 fn periodic_type(kind: Periodic) -> MessageType {
-    match kind {
-        Periodic::State => MessageType::DataDynamic,
-        Periodic::Disks => MessageType::DataDynamicDisks,
-        Periodic::Connections => MessageType::DataDynamicConnections,
-    }
+    kind.message_type()
 }
 
 impl Registry {

@@ -31,7 +31,16 @@ async fn run(shared: Arc<Shared>, kind: Periodic, period: Duration) {
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            _ = ticks.tick() => shared.registry.tick(kind),
+            _ = ticks.tick() => tick(&shared, kind),
         }
     }
+}
+
+/// One tick, timed; a state tick also recounts the machines for metrics.
+fn tick(shared: &Shared, kind: Periodic) {
+    let started = std::time::Instant::now();
+    shared.registry.tick(kind);
+    let took = started.elapsed();
+    let machines = (kind == Periodic::State).then(|| shared.registry.machine_counts());
+    shared.metrics.tick(kind, took, machines);
 }

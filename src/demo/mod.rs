@@ -194,6 +194,7 @@ fn print_banner(
             },
         )
     };
+    let http = format!("http://{}", reachable(bridge.http_addr()));
     let ws = format!("ws://{}/ws/machines", reachable(bridge.http_addr()));
     let grpc = reachable(bridge.grpc_addr());
     let administrator = mint(CAST.administrator)?;
@@ -212,6 +213,9 @@ fn print_banner(
          client, the {} machines assigned to it:\n  {ws}/account?access_token={client}\n\
          \n\
          one machine the owner owns:\n  {ws}/subscribed?access_token={owner}&machine_uuid={subscribed}\n\
+         \n\
+         the live page (what the administrator's frontend receives), and the metrics:\n  \
+         {http}/?access_token={administrator}&scope=global\n  {http}/metrics\n\
          \n\
          gRPC, with reflection:\n  grpcurl -plaintext {grpc} list\n  \
          grpcurl -plaintext -H 'authorization: Bearer {agent_token}' {grpc} cherry.bridge.v1.ControlService/ListMachines\n\

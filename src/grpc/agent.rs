@@ -70,6 +70,54 @@ impl proto::agent_service_server::AgentService for AgentStreams {
     }
 }
 
+/// Why an agent message was rejected, in a few words fit for a metric
+/// label; the reply itself names the field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// A field failed validation, or the stream said hello twice.
+    InvalidArgument,
+    /// The stream sent something before hello.
+    NotIdentified,
+    /// Live data or an event for a machine the bridge does not know.
+    UnknownMachine,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 3] = [
+        Rejection::InvalidArgument,
+        Rejection::NotIdentified,
+        Rejection::UnknownMachine,
+    ];
+
+    /// The position of this reason in [`Rejection::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::InvalidArgument => "invalid_argument",
+            Rejection::NotIdentified => "not_identified",
+            Rejection::UnknownMachine => "unknown_machine",
+        }
+    }
+}
+
+/// A rejected message: the reason to count and the field to name.
+struct Rejected {
+    reason: Rejection,
+    error: FieldError,
+}
+
+impl From<FieldError> for Rejected {
+    fn from(error: FieldError) -> Self {
+        Rejected {
+            reason: Rejection::InvalidArgument,
+            error,
+        }
+    }
+}
+
 /// The agent behind a stream, once it said hello.
 struct Identity {
     stream: StreamId,
@@ -125,6 +173,7 @@ async fn serve(
 
     if let Some(identity) = identity {
         shared.registry.close_stream(identity.stream);
+        shared.metrics.agent_stream_closed();
         info!(
             agent = identity.agent,
             stream = identity.stream,
@@ -181,8 +230,12 @@ fn agent_name(identity: &Option<Identity>) -> &str {
 fn answer(shared: &Shared, identity: &mut Option<Identity>, message: AgentMessage) -> Pending {
     let seq = message.seq;
     let (outcome, durable) = match apply(shared, identity, message.body) {
-        Ok(durable) => (Outcome::Accepted(proto::Accepted {}), durable),
-        Err(error) => {
+        Ok(durable) => {
+            shared.metrics.agent_message_accepted();
+            (Outcome::Accepted(proto::Accepted {}), durable)
+        }
+        Err(Rejected { reason, error }) => {
+            shared.metrics.agent_message_rejected(reason);
             warn!(
                 agent = agent_name(identity),
                 seq,
@@ -206,8 +259,11 @@ fn answer(shared: &Shared, identity: &mut Option<Identity>, message: AgentMessag
     }
 }
 
-fn unknown(field: &'static str) -> impl Fn(UnknownMachine) -> FieldError {
-    move |_| FieldError::new(field, "no such machine; report its properties first")
+fn unknown(field: &'static str) -> impl Fn(UnknownMachine) -> Rejected {
+    move |_| Rejected {
+        reason: Rejection::UnknownMachine,
+        error: FieldError::new(field, "no such machine; report its properties first"),
+    }
 }
 
 /// Applies one message to the registry. What it returns resolves once the
@@ -216,7 +272,7 @@ fn apply(
     shared: &Shared,
     identity: &mut Option<Identity>,
     body: Option<Body>,
-) -> Result<Durable, FieldError> {
+) -> Result<Durable, Rejected> {
     let body = body.ok_or_else(|| FieldError::new("body", "must be set"))?;
     let registry = &shared.registry;
 
@@ -225,16 +281,23 @@ fn apply(
             return Err(FieldError::new(
                 "hello",
                 format!("stream already identified as {}", known.agent),
-            ));
+            )
+            .into());
         }
         (Body::Hello(hello), None) => {
             let agent = validate::agent_id(hello)?;
             let stream = registry.open_stream(agent.clone());
             info!(agent, stream, "agent stream opened");
+            shared.metrics.agent_stream_opened();
             *identity = Some(Identity { stream, agent });
             return Ok(Durable::now());
         }
-        (_, None) => return Err(FieldError::new("hello", "send hello first")),
+        (_, None) => {
+            return Err(Rejected {
+                reason: Rejection::NotIdentified,
+                error: FieldError::new("hello", "send hello first"),
+            });
+        }
         (_, Some(known)) => known.stream,
     };
 

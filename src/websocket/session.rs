@@ -22,6 +22,7 @@ use crate::bridge::Shared;
 use crate::close::Close;
 use crate::outbox::{Batch, Outbox};
 use crate::registry::Admission;
+use crate::telemetry;
 use crate::websocket::request::{self, Endpoint};
 
 /// How long the bridge keeps trying to deliver its close frame (behind
@@ -62,12 +63,14 @@ pub async fn run(
                 reason = reason.reason(),
                 "connection refused"
             );
+            shared.metrics.connection_refused(endpoint, reason);
             send_close(&mut ws, reason).await;
             return;
         }
     };
     let account = admission.principal.account;
     info!(scope = endpoint.name(), %account, connection = admission.id, "connection opened");
+    shared.metrics.connection_opened(endpoint);
 
     // A bug in the loop must not leave the connection in the fan-out or the
     // client without a close code: it ends the session with 1011.
@@ -82,6 +85,7 @@ pub async fn run(
             close(&mut ws, Close::Internal).await
         }
     };
+    shared.metrics.connection_closed(endpoint, ending.metric());
 
     match ending {
         Ending::Closed(reason) => info!(
@@ -105,6 +109,16 @@ pub async fn run(
             connection = admission.id,
             "connection lost"
         ),
+    }
+}
+
+impl Ending {
+    fn metric(&self) -> telemetry::Ending {
+        match self {
+            Ending::Closed(reason) => telemetry::Ending::Bridge(*reason),
+            Ending::ByClient(_) => telemetry::Ending::Client,
+            Ending::Lost => telemetry::Ending::Lost,
+        }
     }
 }
 
@@ -163,6 +177,7 @@ async fn pump(
                 // request, shutdown or expiry must still get through.
                 let write = async {
                     for frame in frames {
+                        shared.metrics.frame_sent(frame.as_str());
                         ws.feed(Message::Text(frame)).await?;
                     }
                     ws.flush().await

@@ -108,6 +108,17 @@ async fn a_client_that_stops_reading_is_closed_with_1013_and_holds_no_one_back()
         }
     };
     assert_eq!(code, 1013);
+
+    // Operators see it as a slow-client close, and as a 1013.
+    metrics_until(&bridge, "one slow-client close", |text| {
+        sample(text, "cherry_websocket_slow_client_closes_total", &[]) == Some(1.0)
+            && sample(
+                text,
+                "cherry_websocket_connections_closed_total",
+                &[("scope", "global"), ("code", "1013")],
+            ) == Some(1.0)
+    })
+    .await;
 }
 
 #[tokio::test]

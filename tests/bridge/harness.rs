@@ -14,6 +14,7 @@ use cherry_bridge::token::{self, SigningKey, TokenRequest};
 use cherry_bridge::{Bridge, Intervals};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -442,6 +443,16 @@ impl Client {
         }
     }
 
+    /// Closes from the client side with 1000 and waits for the bridge's
+    /// reply.
+    pub async fn close_normally(&mut self) {
+        self.ws.close(None).await.expect("close sent");
+        let _ = tokio::time::timeout(PATIENCE, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
     /// Asserts that nothing but periodic messages arrives for `quiet`.
     pub async fn expect_no_event(&mut self, quiet: Duration) {
         let deadline = tokio::time::Instant::now() + quiet;
@@ -493,4 +504,82 @@ pub fn keys(value: &Value) -> Vec<&str> {
         .keys()
         .map(String::as_str)
         .collect()
+}
+
+/// A plain HTTP/1.1 GET on the bridge's HTTP listener: the status code and
+/// the body.
+pub async fn http_get(bridge: &TestBridge, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(bridge.bridge.http_addr())
+        .await
+        .expect("HTTP listener accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request written");
+    read_response(&mut stream).await
+}
+
+/// Reads one HTTP response to its end (the bridge closes after each).
+pub async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("response read");
+    let text = String::from_utf8(raw).expect("response is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, body.to_owned())
+}
+
+/// `/metrics` as text.
+pub async fn metrics(bridge: &TestBridge) -> String {
+    let (status, body) = http_get(bridge, "/metrics").await;
+    assert_eq!(status, 200, "/metrics answers");
+    body
+}
+
+/// The value of the series `name` with exactly `labels`, if it is there.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, mut found) = match series.split_once('{') {
+                Some((series_name, rest)) => (
+                    series_name,
+                    rest.trim_end_matches('}')
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                ),
+                None => (series, Vec::new()),
+            };
+            found.sort();
+            (series_name == name && found == wanted).then(|| value.parse().ok())?
+        })
+}
+
+/// Reads `/metrics` until `check` holds, failing with the last text after
+/// `PATIENCE`: counters are written by tasks the test does not wait on.
+pub async fn metrics_until(bridge: &TestBridge, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = metrics(bridge).await;
+        if check(&text) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed {what}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
