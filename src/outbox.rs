@@ -5,7 +5,10 @@
 //! slow client. Events queue in order up to a bound; passing the bound asks
 //! the connection to close with 1013. Periodic DATA_* messages are
 //! latest-wins: each type has one slot, and a newer message replaces an
-//! unsent older one in place, keeping its position in the sequence.
+//! unsent older one. The replacement keeps the old one's place when no
+//! event was queued after it; otherwise it goes to the back, so that a
+//! periodic message never overtakes an event about the same machine (live
+//! state before the CREATE that introduces the machine, say).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -61,12 +64,23 @@ pub struct Outbox {
 struct Queue {
     /// Position of the next message pushed; orders events and slots.
     next: u64,
+    /// Positions below this hold the four connect messages, whose order
+    /// is fixed: a newer periodic message never moves one of them.
+    connect_end: u64,
     events: VecDeque<(u64, Frame)>,
     periodic: [Option<(u64, Frame)>; 3],
     /// How many unsent events are tolerated before the connection is closed.
     max_events: usize,
     /// Set once; everything still queued is dropped when it is.
     close: Option<Close>,
+}
+
+impl Queue {
+    fn take_position(&mut self) -> u64 {
+        let position = self.next;
+        self.next += 1;
+        position
+    }
 }
 
 /// What a writer takes from the outbox in one go.
@@ -76,12 +90,21 @@ pub enum Batch {
 }
 
 impl Outbox {
-    pub fn new(max_events: usize) -> Self {
+    /// An outbox holding a connection's four connect messages:
+    /// DATA_STATIC, then the periodic ones in `Periodic::ALL` order.
+    pub fn new(max_events: usize, data_static: Frame, periodic: [Frame; 3]) -> Self {
+        let mut events = VecDeque::new();
+        events.push_back((0, data_static));
+        let mut slots = [None, None, None];
+        for (position, (kind, frame)) in (1..).zip(Periodic::ALL.into_iter().zip(periodic)) {
+            slots[kind.slot()] = Some((position, frame));
+        }
         Outbox {
             queue: Mutex::new(Queue {
-                next: 0,
-                events: VecDeque::new(),
-                periodic: [None, None, None],
+                next: 4,
+                connect_end: 4,
+                events,
+                periodic: slots,
                 max_events,
                 close: None,
             }),
@@ -104,8 +127,7 @@ impl Outbox {
             self.ready.notify_one();
             return;
         }
-        let position = queue.next;
-        queue.next += 1;
+        let position = queue.take_position();
         queue.events.push_back((position, frame));
         drop(queue);
         self.ready.notify_one();
@@ -117,13 +139,15 @@ impl Outbox {
         if queue.close.is_some() {
             return;
         }
-        let position = match &queue.periodic[kind.slot()] {
-            Some((position, _)) => *position,
-            None => {
-                let position = queue.next;
-                queue.next += 1;
-                position
-            }
+        let last_event = queue.events.back().map(|(position, _)| *position);
+        let position = match queue.periodic[kind.slot()] {
+            None => queue.take_position(),
+            // Nothing queued after it: the newer message takes its place.
+            Some((position, _)) if last_event.is_none_or(|last| last < position) => position,
+            // A connect message stays, in its fixed order; the client is
+            // still reading its snapshot and gets the next tick.
+            Some((position, _)) if position < queue.connect_end => return,
+            Some(_) => queue.take_position(),
         };
         queue.periodic[kind.slot()] = Some((position, frame));
         drop(queue);
@@ -209,6 +233,17 @@ mod tests {
         Frame::from(text.to_owned())
     }
 
+    /// An outbox whose connect messages were already written.
+    async fn drained(max_events: usize) -> Outbox {
+        let outbox = Outbox::new(
+            max_events,
+            frame("static"),
+            [frame("state 0"), frame("disks 0"), frame("connections 0")],
+        );
+        frames(outbox.next_batch().await);
+        outbox
+    }
+
     fn frames(batch: Batch) -> Vec<String> {
         match batch {
             Batch::Frames(frames) => frames.iter().map(|f| f.as_str().to_owned()).collect(),
@@ -217,22 +252,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_newer_periodic_message_replaces_the_unsent_one_in_place() {
-        let outbox = Outbox::new(8);
-        outbox.push_event(frame("static"));
+    async fn connect_messages_keep_their_order_whatever_comes_after() {
+        let outbox = Outbox::new(
+            8,
+            frame("static"),
+            [frame("state 0"), frame("disks 0"), frame("connections 0")],
+        );
+        // Replaced before anything else is queued: in place.
         outbox.push_periodic(Periodic::State, frame("state 1"));
         outbox.push_event(frame("create"));
+        // After an event: the connect message stays; this tick is skipped.
+        outbox.push_periodic(Periodic::Disks, frame("disks 1"));
+
+        let sent = frames(outbox.next_batch().await);
+        assert_eq!(sent, ["static", "state 1", "disks 0", "connections 0", "create"]);
+    }
+
+    #[tokio::test]
+    async fn a_newer_periodic_message_never_overtakes_an_event() {
+        let outbox = drained(8).await;
+        outbox.push_periodic(Periodic::State, frame("state 1"));
         outbox.push_periodic(Periodic::State, frame("state 2"));
+        outbox.push_event(frame("create"));
         outbox.push_periodic(Periodic::Disks, frame("disks"));
         outbox.push_periodic(Periodic::State, frame("state 3"));
 
+        // One message per type, and the newest state after the event.
         let sent = frames(outbox.next_batch().await);
-        assert_eq!(sent, ["static", "state 3", "create", "disks"]);
+        assert_eq!(sent, ["create", "disks", "state 3"]);
     }
 
     #[tokio::test]
     async fn events_are_never_merged_and_passing_the_bound_closes_with_1013() {
-        let outbox = Outbox::new(3);
+        let outbox = drained(3).await;
         for index in 0..3 {
             outbox.push_event(frame(&format!("event {index}")));
         }
@@ -243,15 +295,13 @@ mod tests {
         assert_eq!(outbox.close_reason(), Some(Close::TooFarBehind));
         match outbox.next_batch().await {
             Batch::Close(reason) => assert_eq!(reason.code(), 1013),
-            Batch::Frames(frames) => {
-                panic!("expected the close first, got {} frames", frames.len())
-            }
+            Batch::Frames(frames) => panic!("expected the close first, got {} frames", frames.len()),
         }
     }
 
     #[tokio::test]
     async fn the_first_close_wins_and_later_pushes_are_dropped() {
-        let outbox = Outbox::new(8);
+        let outbox = drained(8).await;
         outbox.close(Close::AccountRemoved);
         outbox.close(Close::ShuttingDown);
         outbox.push_event(frame("late"));

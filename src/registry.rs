@@ -199,10 +199,6 @@ fn to_json<T: serde::Serialize>(value: &T) -> Bytes {
         .into()
 }
 
-fn periodic_type(kind: Periodic) -> MessageType {
-    kind.message_type()
-}
-
 impl Registry {
     /// An empty registry that keeps nothing beyond memory.
     pub fn new(limits: RegistryLimits) -> Self {
@@ -530,7 +526,6 @@ impl Registry {
             return Err(Close::ConnectionLimit);
         }
 
-        let outbox = Arc::new(Outbox::new(self.limits.max_backlog));
         let since = Instant::now().checked_sub(self.limits.stale_after);
         let machines = inner.scope_machines(&principal, &scope);
         let properties = envelope::keyed_body(
@@ -539,11 +534,15 @@ impl Registry {
                 .filter_map(|uuid| inner.machines.get_key_value(uuid))
                 .map(|(uuid, machine)| (uuid, &machine.properties_json[..])),
         );
-        outbox.push_event(envelope::frame(MessageType::DataStatic, &properties));
-        for kind in Periodic::ALL {
+        let periodic = Periodic::ALL.map(|kind| {
             let body = inner.periodic_body(&machines, kind, since);
-            outbox.push_periodic(kind, envelope::frame(periodic_type(kind), &body));
-        }
+            envelope::frame(kind.message_type(), &body)
+        });
+        let outbox = Arc::new(Outbox::new(
+            self.limits.max_backlog,
+            envelope::frame(MessageType::DataStatic, &properties),
+            periodic,
+        ));
 
         let id = inner.hub.insert(Conn {
             principal,
@@ -583,7 +582,7 @@ impl Registry {
             Periodic::State => Instant::now().checked_sub(self.limits.stale_after),
             Periodic::Disks | Periodic::Connections => None,
         };
-        let message_type = periodic_type(kind);
+        let message_type = kind.message_type();
         let inner = self.lock();
 
         if inner.hub.has_global() {
