@@ -265,7 +265,10 @@ mod tests {
         outbox.push_periodic(Periodic::Disks, frame("disks 1"));
 
         let sent = frames(outbox.next_batch().await);
-        assert_eq!(sent, ["static", "state 1", "disks 0", "connections 0", "create"]);
+        assert_eq!(
+            sent,
+            ["static", "state 1", "disks 0", "connections 0", "create"]
+        );
     }
 
     #[tokio::test]
@@ -295,7 +298,9 @@ mod tests {
         assert_eq!(outbox.close_reason(), Some(Close::TooFarBehind));
         match outbox.next_batch().await {
             Batch::Close(reason) => assert_eq!(reason.code(), 1013),
-            Batch::Frames(frames) => panic!("expected the close first, got {} frames", frames.len()),
+            Batch::Frames(frames) => {
+                panic!("expected the close first, got {} frames", frames.len())
+            }
         }
     }
 

@@ -164,18 +164,17 @@ impl Machine {
             properties_json: properties.to_json().into(),
             properties,
             state: None,
-            disks: Reported {
-                value: None,
-                json: to_json(&MachineDisks { uuid, disks: None }),
-            },
-            connections: Reported {
-                value: None,
-                json: to_json(&MachineConnections {
-                    uuid,
-                    active_connections: None,
-                }),
-            },
+            disks: Reported::unknown_disks(uuid),
+            connections: Reported::unknown_connections(uuid),
         }
+    }
+
+    /// Drops live state, disks and connections, as if never reported.
+    fn forget_live_data(&mut self) {
+        let uuid = self.properties.uuid;
+        self.state = None;
+        self.disks = Reported::unknown_disks(uuid);
+        self.connections = Reported::unknown_connections(uuid);
     }
 
     /// The serialized object this machine contributes to a periodic body, if
@@ -189,6 +188,27 @@ impl Machine {
                 .map(|live| &live.json[..]),
             Periodic::Disks => Some(&self.disks.json),
             Periodic::Connections => Some(&self.connections.json),
+        }
+    }
+}
+
+impl Reported<Option<Vec<DynamicDisk>>> {
+    fn unknown_disks(uuid: Uuid) -> Self {
+        Reported {
+            value: None,
+            json: to_json(&MachineDisks { uuid, disks: None }),
+        }
+    }
+}
+
+impl Reported<Option<Vec<String>>> {
+    fn unknown_connections(uuid: Uuid) -> Self {
+        Reported {
+            value: None,
+            json: to_json(&MachineConnections {
+                uuid,
+                active_connections: None,
+            }),
         }
     }
 }
@@ -286,43 +306,57 @@ impl Registry {
 
     fn upsert_properties(&self, uuid: Uuid, update: impl FnOnce(&mut Properties)) -> Change {
         let mut inner = self.lock();
-        let before = inner.machines.get(&uuid);
-        let mut properties = before
-            .map(|machine| machine.properties.clone())
-            .unwrap_or_else(|| Properties::new(uuid));
-        update(&mut properties);
+        let Some(machine) = inner.machines.get(&uuid) else {
+            let mut properties = Properties::new(uuid);
+            update(&mut properties);
+            self.journal.put_machine(&properties);
+            inner.machines.insert(uuid, Machine::new(properties));
+            inner.reindex(uuid, &Audience::new());
+            inner.route_change(uuid, None);
+            return Change::Created;
+        };
 
-        match before {
-            Some(machine) if machine.properties == properties => Change::Unchanged,
-            Some(machine) => {
-                let old_audience = machine.audience.clone();
-                self.journal.put_machine(&properties);
-                let machine = inner.machines.get_mut(&uuid).expect("looked up above");
-                machine.audience = properties.audience();
-                machine.properties_json = properties.to_json().into();
-                machine.properties = properties;
-                inner.reindex(uuid, &old_audience);
-                inner.route_change(uuid, Some(&old_audience));
-                Change::Updated
-            }
-            None => {
-                self.journal.put_machine(&properties);
-                inner.machines.insert(uuid, Machine::new(properties));
-                inner.reindex(uuid, &Audience::new());
-                inner.route_change(uuid, None);
-                Change::Created
-            }
+        let mut properties = machine.properties.clone();
+        update(&mut properties);
+        if machine.properties == properties {
+            return Change::Unchanged;
         }
+        self.journal.put_machine(&properties);
+        inner.replace_properties(uuid, properties);
+        Change::Updated
     }
 
     /// Forgets a machine and tells every scope that showed it.
     pub fn remove_machine(&self, uuid: Uuid) -> Result<(), UnknownMachine> {
         let mut inner = self.lock();
-        let machine = inner.machines.remove(&uuid).ok_or(UnknownMachine)?;
+        inner.machines.get(&uuid).ok_or(UnknownMachine)?;
         self.journal.remove_machine(uuid);
-        inner.reindex(uuid, &machine.audience);
-        inner.route_change(uuid, Some(&machine.audience));
+        inner.remove(uuid);
         Ok(())
+    }
+
+    /// An agent no longer hosts the machine: what that agent reported goes
+    /// (name, disks, live data), what the platform decided stays. A machine
+    /// the platform does not describe is removed. Unknown machines are
+    /// ignored, so an agent may repeat itself.
+    pub fn withdraw_agent_facts(&self, uuid: Uuid) {
+        let mut inner = self.lock();
+        let Some(machine) = inner.machines.get_mut(&uuid) else {
+            return;
+        };
+        if machine.properties.platform.is_none() {
+            self.journal.remove_machine(uuid);
+            inner.remove(uuid);
+            return;
+        }
+        machine.forget_live_data();
+        if machine.properties.agent.is_none() {
+            return;
+        }
+        let mut properties = machine.properties.clone();
+        properties.agent = None;
+        self.journal.put_machine(&properties);
+        inner.replace_properties(uuid, properties);
     }
 
     // ----- live data ---------------------------------------------------------
@@ -633,6 +667,31 @@ fn view(machine: &Machine, since: Option<Instant>) -> MachineView {
 }
 
 impl Inner {
+    /// Puts new properties in place and tells the scopes that see a
+    /// difference. Properties that render the same JSON (an agent's new
+    /// name under a platform's title, say) are kept but not announced.
+    fn replace_properties(&mut self, uuid: Uuid, properties: Properties) {
+        let machine = self.machines.get_mut(&uuid).expect("callers looked it up");
+        let json = Bytes::from(properties.to_json());
+        let old_audience = std::mem::replace(&mut machine.audience, properties.audience());
+        machine.properties = properties;
+        if json == machine.properties_json {
+            return;
+        }
+        machine.properties_json = json;
+        self.reindex(uuid, &old_audience);
+        self.route_change(uuid, Some(&old_audience));
+    }
+
+    /// Forgets a machine and tells every scope that showed it.
+    fn remove(&mut self, uuid: Uuid) {
+        let Some(machine) = self.machines.remove(&uuid) else {
+            return;
+        };
+        self.reindex(uuid, &machine.audience);
+        self.route_change(uuid, Some(&machine.audience));
+    }
+
     /// Moves `uuid` between the per-account scope index entries after its
     /// audience changed from `old` to whatever it is now (nothing, if the
     /// machine is gone).

@@ -335,10 +335,11 @@ fn apply(
                 .map_err(unknown("event.machine_uuid"))?;
         }
         Body::Remove(message) => {
-            // Removing what is already gone is not an error: an agent that
-            // retries must not be told off.
+            // The agent withdraws only what it reported: the platform's
+            // half of the machine is not its to erase. Removing what is
+            // already gone is not an error, so an agent may retry.
             let uuid = validate::uuid("remove.uuid", &message.uuid)?;
-            let _ = registry.remove_machine(uuid);
+            registry.withdraw_agent_facts(uuid);
             return Ok(registry.journal().barrier());
         }
     }

@@ -282,3 +282,58 @@ async fn agent_state_is_shown_only_while_fresh() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_agents_removal_withdraws_only_what_agents_reported() {
+    let mut bridge = TestBridge::start().await;
+    let (owner, described, bare) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    bridge.upsert_machine(decision(described, owner, &[])).await;
+    let mut agent = bridge.agent("withdrawing").await;
+    assert!(accepted(&agent.properties(described, "on-host").await));
+    assert!(accepted(&agent.properties(bare, "bare").await));
+    assert!(accepted(&agent.state(described, true).await));
+
+    let mut global = bridge.connect("global", &viewer_token(), "").await;
+    let mut owned = bridge.connect("account", &admin_token(owner, 0), "").await;
+    global.connect_messages().await;
+    owned.connect_messages().await;
+
+    // The platform still describes it: it stays, without the agent's half.
+    let remove = |uuid: Uuid| {
+        cherry_bridge::proto::agent_message::Body::Remove(cherry_bridge::proto::MachineRef {
+            uuid: uuid.to_string(),
+        })
+    };
+    assert!(accepted(&agent.send(remove(described)).await));
+    let update = owned.next_event("DATA_STATIC").await;
+    let entry = &update.body[described.to_string()];
+    assert_eq!(entry["owner"]["uuid"], owner.to_string());
+    assert_eq!(entry["disks"], serde_json::Value::Null);
+    global.next_event("DATA_STATIC").await;
+
+    // Nobody else describes it: it is gone.
+    assert!(accepted(&agent.send(remove(bare)).await));
+    let delete = global.next_event("DELETE").await;
+    assert_eq!(delete.body, json!({"uuid": bare.to_string()}));
+    owned.expect_no_event(QUIET).await;
+    assert!(
+        accepted(&agent.send(remove(bare)).await),
+        "repeating is harmless"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_rename_hidden_by_the_platforms_title_emits_nothing() {
+    let mut bridge = TestBridge::start().await;
+    let machine = Uuid::new_v4();
+    let mut agent = bridge.agent("renaming").await;
+    assert!(accepted(&agent.properties(machine, "first").await));
+    bridge
+        .upsert_machine(decision(machine, Uuid::new_v4(), &[]))
+        .await;
+
+    let mut global = bridge.connect("global", &viewer_token(), "").await;
+    global.connect_messages().await;
+    assert!(accepted(&agent.properties(machine, "second").await));
+    global.expect_no_event(QUIET).await;
+}
