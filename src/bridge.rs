@@ -61,6 +61,8 @@ pub enum StartError {
     Store(StoreError),
     /// The TLS certificate or key cannot be used.
     Tls(TlsError),
+    /// A setting that would leave the bridge running but broken.
+    Config(String),
 }
 
 impl fmt::Display for StartError {
@@ -74,6 +76,7 @@ impl fmt::Display for StartError {
             } => write!(f, "cannot listen for {listener} on {addr}: {error}"),
             StartError::Store(error) => error.fmt(f),
             StartError::Tls(error) => error.fmt(f),
+            StartError::Config(problem) => write!(f, "invalid settings: {problem}"),
         }
     }
 }
@@ -95,6 +98,7 @@ impl Bridge {
     /// Reads the store, binds both listeners and starts serving. Nothing is
     /// accepted before the registry holds what the store held.
     pub async fn start(config: Config) -> Result<Bridge, StartError> {
+        config.check().map_err(StartError::Config)?;
         let verifier = TokenVerifier::new(&config.signing_key, &config.claim_checks)
             .map_err(StartError::Key)?;
         let tls = config

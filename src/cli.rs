@@ -198,7 +198,8 @@ impl From<AccountTypeArg> for AccountType {
 impl ServeArgs {
     /// The signing key the flags describe, if any.
     pub fn signing_key(&self) -> std::io::Result<Option<SigningKey>> {
-        if let Some(secret) = &self.jwt_secret {
+        // An empty secret (say `CHERRY_JWT_SECRET=` left blank) is no secret.
+        if let Some(secret) = self.jwt_secret.as_ref().filter(|s| !s.is_empty()) {
             return Ok(Some(SigningKey::Secret(secret.clone().into_bytes())));
         }
         let Some(path) = &self.jwt_public_key else {

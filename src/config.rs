@@ -82,6 +82,49 @@ pub struct Config {
 impl Config {
     /// Defaults for everything but the secrets, listening on ephemeral
     /// loopback ports and keeping nothing on disk.
+    /// Refuses settings that would leave the bridge running but broken: a
+    /// zero interval never ticks, a zero bound closes every connection, an
+    /// empty secret or agent token opens the door to anyone.
+    pub fn check(&self) -> Result<(), String> {
+        if let SigningKey::Secret(secret) = &self.signing_key
+            && secret.is_empty()
+        {
+            return Err("the JWT secret is empty".to_owned());
+        }
+        if self.agent_token.trim().is_empty() {
+            return Err("the agent token is empty".to_owned());
+        }
+        let durations = [
+            ("--state-interval", self.intervals.state),
+            ("--connections-interval", self.intervals.connections),
+            ("--disks-interval", self.intervals.disks),
+            ("--stale-after", self.limits.stale_after),
+            ("--upgrade-timeout", self.upgrade_timeout),
+        ];
+        for (flag, duration) in durations {
+            if duration.is_zero() {
+                return Err(format!("{flag} must be longer than zero"));
+            }
+        }
+        let bounds = [
+            ("--max-backlog", self.limits.max_backlog),
+            ("--max-connections", self.limits.max_connections),
+            (
+                "--max-connections-per-account",
+                self.limits.max_connections_per_account,
+            ),
+            ("--max-client-frame", self.max_client_frame),
+            ("--max-grpc-message", self.max_grpc_message),
+            ("--max-agent-streams", self.max_agent_streams),
+        ];
+        for (flag, bound) in bounds {
+            if bound == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn new(signing_key: SigningKey, agent_token: String) -> Self {
         Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),

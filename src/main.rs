@@ -50,6 +50,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let agent_token = args
         .agent_token
         .clone()
+        .filter(|token| !token.trim().is_empty())
         .ok_or("no agent token: give --agent-token (CHERRY_AGENT_TOKEN)")?;
     let tls = args.tls_identity().map_err(|error| error.to_string())?;
     let config = Config {
@@ -72,8 +73,9 @@ async fn demo(args: ServeArgs) -> Result<(), String> {
     if args.tls_cert.is_some() {
         return Err("the demo serves plain text on loopback; --tls-cert is for serve".into());
     }
-    let secret = args.jwt_secret.clone().unwrap_or_else(random_secret);
-    let agent_token = args.agent_token.clone().unwrap_or_else(random_secret);
+    let given = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+    let secret = given(&args.jwt_secret).unwrap_or_else(random_secret);
+    let agent_token = given(&args.agent_token).unwrap_or_else(random_secret);
     let key = SigningKey::Secret(secret.clone().into_bytes());
     let config = Config {
         persistence: args.demo_persistence(),

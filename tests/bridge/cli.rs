@@ -178,3 +178,57 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
         .expect("exit status");
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn serve_refuses_empty_secrets_and_settings_that_would_never_work() {
+    let refusals = [
+        (
+            vec!["--jwt-secret", "", "--agent-token", "t"],
+            "--jwt-secret",
+        ),
+        (
+            vec!["--jwt-secret", "s", "--agent-token", ""],
+            "--agent-token",
+        ),
+        (
+            vec![
+                "--jwt-secret",
+                "s",
+                "--agent-token",
+                "t",
+                "--state-interval",
+                "0s",
+            ],
+            "--state-interval",
+        ),
+        (
+            vec![
+                "--jwt-secret",
+                "s",
+                "--agent-token",
+                "t",
+                "--max-backlog",
+                "0",
+            ],
+            "--max-backlog",
+        ),
+    ];
+    for (args, named) in refusals {
+        let output = command()
+            .args([
+                "serve",
+                "--ephemeral",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .args(&args)
+            .output()
+            .await
+            .expect("runs");
+        assert!(!output.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
