@@ -752,3 +752,14 @@ async fn ephemeral_serve_keeps_nothing_even_with_a_data_dir() {
         "an ephemeral bridge creates no data directory"
     );
 }
+
+#[tokio::test]
+async fn an_empty_store_file_is_refused_not_taken_for_a_new_store() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(cherry_bridge::store::FILE_NAME);
+    std::fs::write(&path, b"").expect("an empty file");
+
+    let stderr = refused_start(dir.path()).await;
+    assert!(stderr.contains("the file is empty"), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+}

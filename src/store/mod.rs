@@ -121,6 +121,16 @@ impl Store {
             reason: format!("cannot create the data directory: {error}"),
         })?;
 
+        // redb would take an empty file for a new store, but the bridge
+        // never leaves one empty: it is a store cut short (a full disk, a
+        // copy that failed), and starting empty would hide that.
+        if std::fs::metadata(&path).is_ok_and(|metadata| metadata.len() == 0) {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: "the file is empty".to_owned(),
+            });
+        }
+
         // redb may panic on a file damaged outside it rather than return an
         // error; either way the answer is the same refusal.
         let opened = panic::catch_unwind(AssertUnwindSafe(|| open_and_read(&path)));
