@@ -194,9 +194,11 @@ impl Machine {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Bytes {
-    serde_json::to_vec(value)
-        .expect("payloads always serialize")
-        .into()
+    // Sized for a typical state object, so that serializing one field at a
+    // time does not grow the buffer over and over.
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, value).expect("payloads always serialize");
+    out.into()
 }
 
 fn periodic_type(kind: Periodic) -> MessageType {
@@ -340,15 +342,19 @@ impl Registry {
         stream: StreamId,
         state: MachineState,
     ) -> Result<(), UnknownMachine> {
-        let json = to_json(&state);
-        let mut inner = self.lock();
-        let machine = inner.machines.get_mut(&state.uuid).ok_or(UnknownMachine)?;
-        machine.state = Some(Live {
+        // Agents report every machine every second from several streams at
+        // once: do everything but the swap itself outside the lock.
+        let live = Live {
+            json: to_json(&state),
             value: state,
-            json,
             at: Instant::now(),
             stream,
-        });
+        };
+        let mut inner = self.lock();
+        let machine = inner.machines.get_mut(&live.value.uuid).ok_or(UnknownMachine)?;
+        let previous = machine.state.replace(live);
+        drop(inner);
+        drop(previous);
         Ok(())
     }
 

@@ -73,12 +73,18 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
     let (pending, ordered) = mpsc::channel(REPLY_BUFFER);
     shared
         .tasks
-        .spawn(reply_in_order(ordered, replies, shared.shutdown.clone()));
+        .spawn(reply_in_order(ordered, replies, shared.shutdown.child_token()));
 
     let mut identity = None;
+    // A child token, waited on by one future for the whole stream: polling
+    // the bridge-wide token locks state it shares with every socket and
+    // stream, and a select polls it for each message an agent sends.
+    let token = shared.shutdown.child_token();
+    let shutdown = token.cancelled();
+    tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            _ = &mut shutdown => break,
             next = inbound.message() => match next {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -91,7 +97,7 @@ async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: A
 
         let answered = answer(&shared, &mut identity, message);
         let queued = tokio::select! {
-            _ = shared.shutdown.cancelled() => false,
+            _ = &mut shutdown => false,
             queued = pending.send(answered) => queued.is_ok(),
         };
         if !queued {

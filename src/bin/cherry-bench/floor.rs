@@ -63,9 +63,7 @@ pub async fn run(http: SocketAddr, grpc: SocketAddr) -> Result<(), String> {
         ticks: broadcast::channel(4).0,
         events: broadcast::channel(64).0,
     });
-    let listener = TcpListener::bind(http)
-        .await
-        .map_err(|e| format!("floor cannot listen on {http}: {e}"))?;
+    let listener = listen(http).map_err(|e| format!("floor cannot listen on {http}: {e}"))?;
     let grpc_listener = TcpListener::bind(grpc)
         .await
         .map_err(|e| format!("floor cannot listen on {grpc}: {e}"))?;
@@ -90,6 +88,17 @@ pub async fn run(http: SocketAddr, grpc: SocketAddr) -> Result<(), String> {
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(stream, floor.clone()));
     }
+}
+
+/// The accept backlog the bridge uses too, so a connect storm meets the
+/// same kernel queue on both.
+const ACCEPT_BACKLOG: u32 = 8192;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// Once a second, one DATA_DYNAMIC frame per requested size, for everyone.
