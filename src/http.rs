@@ -18,6 +18,9 @@ use crate::bridge::Shared;
 use crate::websocket::request::Endpoint;
 use crate::websocket::session;
 
+/// Bytes a socket reads at a time; see `route`.
+const READ_BUFFER: usize = 256;
+
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -67,8 +70,12 @@ async fn route(
         ));
     }
 
+    // The bridge mostly writes. tungstenite zero-fills its whole read
+    // buffer before every read attempt, and a session attempts one each time
+    // it wakes, so a large one costs memory per socket and a memset per
+    // tick; client frames are pings and closes, which fit in 256 bytes.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(shared.config.max_client_frame))
         .max_frame_size(Some(shared.config.max_client_frame));

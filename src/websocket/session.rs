@@ -50,7 +50,10 @@ pub async fn run(
         }
     };
 
-    let (admission, expires_at) = match admit(&shared, endpoint, query.as_deref()) {
+    let admitted = admit(&shared, endpoint, query.as_deref());
+    // The token is not needed again; do not keep it for the session's life.
+    drop(query);
+    let (admission, expires_at) = match admitted {
         Ok(admitted) => admitted,
         Err((reason, account)) => {
             info!(
@@ -130,11 +133,17 @@ async fn pump(
 ) -> Ending {
     let expiry = sleep_until(expires_at);
     tokio::pin!(expiry);
+    // A child token, waited on by one future for the whole session: every
+    // select below polls it, and polling the bridge-wide token locks state
+    // shared by every socket, at every tick.
+    let token = shared.shutdown.child_token();
+    let shutdown = token.cancelled();
+    tokio::pin!(shutdown);
 
     loop {
         let wake = tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => Wake::Close(Close::ShuttingDown),
+            _ = &mut shutdown => Wake::Close(Close::ShuttingDown),
             _ = &mut expiry => Wake::Close(Close::TokenExpired),
             batch = outbox.next_batch() => match batch {
                 Batch::Close(reason) => Wake::Close(reason),
@@ -161,7 +170,7 @@ async fn pump(
                         Err(_) => return Ending::Lost,
                     },
                     _ = outbox.closing() => outbox.close_reason(),
-                    _ = shared.shutdown.cancelled() => Some(Close::ShuttingDown),
+                    _ = &mut shutdown => Some(Close::ShuttingDown),
                     _ = &mut expiry => Some(Close::TokenExpired),
                 };
                 if let Some(reason) = interrupted {
