@@ -249,8 +249,15 @@ impl Client {
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
-        // A browser-sized read buffer; large frames grow it as needed.
-        let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+        // tungstenite zero-fills its read buffer before every read, so the
+        // thousands of small-scope clients get one that fits their frames
+        // and only `global` clients, whose frames hold every machine, a
+        // large one. Either way this costs the bridge and the floor alike.
+        let read_buffer = match self.spec.scope {
+            Scope::Global => 64 * 1024,
+            Scope::Account | Scope::Subscribed => 4 * 1024,
+        };
+        let config = WebSocketConfig::default().read_buffer_size(read_buffer);
         let url = format!("ws://{}{}", self.addr, self.spec.target);
         let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
             .await

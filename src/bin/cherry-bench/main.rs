@@ -117,6 +117,7 @@ async fn bench(cli: &Cli) -> Result<(), String> {
         ));
     }
 
+    let load_before = load_average();
     let mut rows = Vec::new();
     if selected(Scenario::Fanout) {
         progress("fan-out");
@@ -141,6 +142,12 @@ async fn bench(cli: &Cli) -> Result<(), String> {
         }
     }
 
+    // Other work on the machine competes with both the bridge and the
+    // clients; the figures are only comparable between quiet runs.
+    notes.push(format!(
+        "load average (1, 5, 15 min) at start: {load_before}; at end: {}",
+        load_average()
+    ));
     let report = Report {
         mode: if cli.quick { "quick" } else { "full" },
         fd_limit,
@@ -154,6 +161,18 @@ async fn bench(cli: &Cli) -> Result<(), String> {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// The first three fields of `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn progress(scenario: &str) {

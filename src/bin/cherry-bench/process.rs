@@ -44,6 +44,8 @@ pub struct Target {
     child: Child,
     /// Where the child's stderr goes, named when something fails.
     pub log: PathBuf,
+    /// The bridge's store, removed when the target stops.
+    data_dir: PathBuf,
 }
 
 /// Paths of the two programs the bench starts.
@@ -82,12 +84,19 @@ impl Target {
             std::process::id()
         ));
         let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        // A fresh store per run, as `serve` persists by default: setup
+        // upserts pay for durability as they would in production.
+        let data_dir =
+            std::env::temp_dir().join(format!("cherry-bench-store-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
 
         let mut command = match kind {
             Kind::Bridge => {
                 let mut command = Command::new(&programs.bridge);
                 command
                     .arg("serve")
+                    .arg("--data-dir")
+                    .arg(&data_dir)
                     .args(["--max-connections", CONNECTION_LIMIT])
                     .args(["--max-connections-per-account", CONNECTION_LIMIT])
                     .env("CHERRY_JWT_SECRET", JWT_SECRET)
@@ -116,6 +125,7 @@ impl Target {
             grpc,
             child,
             log,
+            data_dir,
         };
         target.wait_ready()?;
         Ok(target)
@@ -162,14 +172,18 @@ impl Drop for Target {
             libc::kill(pid, libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(8);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let mut exited = false;
+        while !exited && Instant::now() < deadline {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
