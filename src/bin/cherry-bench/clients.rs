@@ -83,7 +83,8 @@ impl Record {
     }
 
     /// What the floor must send this client to put the same bytes on its
-    /// socket: the connect sizes, the last tick size, the last event size.
+    /// socket: the connect sizes, then the last size seen of each later
+    /// kind of message.
     pub fn floor_target(&self) -> String {
         let connect: Vec<String> = self
             .arrivals
@@ -99,9 +100,10 @@ impl Record {
                 .map_or(0, |a| a.len)
         };
         format!(
-            "/floor?connect={}&tick={}&event={}",
+            "/floor?connect={}&tick={}&connections={}&event={}",
             connect.join(","),
             last(Kind::State),
+            last(Kind::Connections),
             last(Kind::Lifecycle)
         )
     }

@@ -6,8 +6,10 @@
 //!
 //! A client says in its query what it should get: `connect=a,b,c,d` (the
 //! sizes of the four connect messages), `tick=n` (a DATA_DYNAMIC of n
-//! bytes every second) and `event=n` (a lifecycle message of n bytes each
-//! time any agent stream carries an event). Every frame of one size is
+//! bytes every second), `connections=n` (a DATA_DYNAMIC_CONNECTIONS of n
+//! bytes every ten seconds, half a second out of step, as the bridge sends
+//! it) and `event=n` (a lifecycle message of n bytes each time any agent
+//! stream carries an event). Every frame of one size is
 //! built once and shared by all the connections that asked for it.
 
 use std::collections::{BTreeSet, HashMap};
@@ -47,10 +49,12 @@ type Batch = Arc<HashMap<usize, Utf8Bytes>>;
 struct Floor {
     /// Sizes some connection wants each tick, or for each event.
     tick_sizes: Mutex<BTreeSet<usize>>,
+    connections_sizes: Mutex<BTreeSet<usize>>,
     event_sizes: Mutex<BTreeSet<usize>>,
     /// Connect frames, built once per (type, size).
     connect_frames: Mutex<HashMap<(usize, usize), Utf8Bytes>>,
     ticks: broadcast::Sender<Batch>,
+    connections: broadcast::Sender<Batch>,
     events: broadcast::Sender<Batch>,
 }
 
@@ -58,9 +62,11 @@ struct Floor {
 pub async fn run(http: SocketAddr, grpc: SocketAddr) -> Result<(), String> {
     let floor = Arc::new(Floor {
         tick_sizes: Mutex::default(),
+        connections_sizes: Mutex::default(),
         event_sizes: Mutex::default(),
         connect_frames: Mutex::default(),
         ticks: broadcast::channel(4).0,
+        connections: broadcast::channel(4).0,
         events: broadcast::channel(64).0,
     });
     let listener = listen(http).map_err(|e| format!("floor cannot listen on {http}: {e}"))?;
@@ -69,6 +75,7 @@ pub async fn run(http: SocketAddr, grpc: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("floor cannot listen on {grpc}: {e}"))?;
 
     tokio::spawn(tick(floor.clone()));
+    tokio::spawn(tick_connections(floor.clone()));
     let agents = AgentServiceServer::new(Agents {
         floor: floor.clone(),
     });
@@ -112,6 +119,22 @@ async fn tick(floor: Arc<Floor>) {
     }
 }
 
+/// Every ten seconds, starting ten and a half seconds in, one
+/// DATA_DYNAMIC_CONNECTIONS per requested size.
+async fn tick_connections(floor: Arc<Floor>) {
+    let period = Duration::from_secs(10);
+    let first = tokio::time::Instant::now() + period + Duration::from_millis(500);
+    let mut ticks = tokio::time::interval_at(first, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        let sizes = lock(&floor.connections_sizes).clone();
+        let _ = floor
+            .connections
+            .send(frames("DATA_DYNAMIC_CONNECTIONS", &sizes));
+    }
+}
+
 fn frames(message_type: &str, sizes: &BTreeSet<usize>) -> Batch {
     Arc::new(
         sizes
@@ -126,6 +149,7 @@ fn frames(message_type: &str, sizes: &BTreeSet<usize>) -> Batch {
 struct Wants {
     connect: Vec<usize>,
     tick: Option<usize>,
+    connections: Option<usize>,
     event: Option<usize>,
 }
 
@@ -135,6 +159,7 @@ fn parse_wants(query: &str) -> Wants {
         match &*key {
             "connect" => wants.connect = value.split(',').filter_map(|s| s.parse().ok()).collect(),
             "tick" => wants.tick = value.parse().ok().filter(|size| *size > 0),
+            "connections" => wants.connections = value.parse().ok().filter(|size| *size > 0),
             "event" => wants.event = value.parse().ok().filter(|size| *size > 0),
             _ => {}
         }
@@ -163,9 +188,13 @@ async fn connection(stream: TcpStream, floor: Arc<Floor>) {
     // Subscribe before the connect messages, as the bridge joins its
     // fan-out in the same moment as it takes the snapshot.
     let mut ticks = floor.ticks.subscribe();
+    let mut connections = floor.connections.subscribe();
     let mut events = floor.events.subscribe();
     if let Some(size) = wants.tick {
         lock(&floor.tick_sizes).insert(size);
+    }
+    if let Some(size) = wants.connections {
+        lock(&floor.connections_sizes).insert(size);
     }
     if let Some(size) = wants.event {
         lock(&floor.event_sizes).insert(size);
@@ -187,6 +216,11 @@ async fn connection(stream: TcpStream, floor: Arc<Floor>) {
         let (batch, size) = tokio::select! {
             tick = ticks.recv() => match tick {
                 Ok(batch) => (batch, wants.tick),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            tick = connections.recv() => match tick {
+                Ok(batch) => (batch, wants.connections),
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             },

@@ -24,6 +24,8 @@ const TIMESTAMP_LEN: usize = 27;
 pub enum Kind {
     /// DATA_DYNAMIC: the per-tick state message.
     State,
+    /// DATA_DYNAMIC_CONNECTIONS, every ten seconds.
+    Connections,
     /// BOOTUP_* and SHUTDOWN_*.
     Lifecycle,
     Other,
@@ -35,6 +37,9 @@ pub fn kind(frame: &str) -> Kind {
     };
     if rest.starts_with("DATA_DYNAMIC\"") {
         return Kind::State;
+    }
+    if rest.starts_with("DATA_DYNAMIC_CONNECTIONS\"") {
+        return Kind::Connections;
     }
     if rest.starts_with("BOOTUP_") || rest.starts_with("SHUTDOWN_") {
         return Kind::Lifecycle;
@@ -98,6 +103,8 @@ mod tests {
         assert!(timestamp_us(&state).is_some());
         let disks = frame(MessageType::DataDynamicDisks, b"{}");
         assert_eq!(kind(&disks), Kind::Other);
+        let connections = frame(MessageType::DataDynamicConnections, b"{}");
+        assert_eq!(kind(&connections), Kind::Connections);
         let event = frame(MessageType::BootupStart, b"{}");
         assert_eq!(kind(&event), Kind::Lifecycle);
     }
