@@ -351,7 +351,10 @@ impl Registry {
             stream,
         };
         let mut inner = self.lock();
-        let machine = inner.machines.get_mut(&live.value.uuid).ok_or(UnknownMachine)?;
+        let machine = inner
+            .machines
+            .get_mut(&live.value.uuid)
+            .ok_or(UnknownMachine)?;
         let previous = machine.state.replace(live);
         drop(inner);
         drop(previous);

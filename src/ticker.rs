@@ -21,8 +21,16 @@ pub fn spawn(shared: &Arc<Shared>) {
     let offset = intervals.state / 2;
     for (kind, period, first) in [
         (Periodic::State, intervals.state, start + intervals.state),
-        (Periodic::Connections, intervals.connections, start + intervals.connections + offset),
-        (Periodic::Disks, intervals.disks, start + intervals.disks + offset),
+        (
+            Periodic::Connections,
+            intervals.connections,
+            start + intervals.connections + offset,
+        ),
+        (
+            Periodic::Disks,
+            intervals.disks,
+            start + intervals.disks + offset,
+        ),
     ] {
         shared.tasks.spawn(run(shared.clone(), kind, first, period));
     }

@@ -71,9 +71,11 @@ struct Pending {
 
 async fn serve(mut inbound: Streaming<AgentMessage>, replies: Replies, shared: Arc<Shared>) {
     let (pending, ordered) = mpsc::channel(REPLY_BUFFER);
-    shared
-        .tasks
-        .spawn(reply_in_order(ordered, replies, shared.shutdown.child_token()));
+    shared.tasks.spawn(reply_in_order(
+        ordered,
+        replies,
+        shared.shutdown.child_token(),
+    ));
 
     let mut identity = None;
     // A child token, waited on by one future for the whole stream: polling
