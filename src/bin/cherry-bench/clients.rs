@@ -195,8 +195,14 @@ impl Client {
             None => None,
         };
         record.started_us = wire::now_us();
+        // One future on a child token for the client's whole life: a fresh
+        // `cancelled()` on the shared token per frame would make thousands
+        // of clients contend for one lock, a cost the bridge did not cause.
+        let token = self.stop.child_token();
+        let stopped = token.cancelled();
+        tokio::pin!(stopped);
         let connected = tokio::select! {
-            _ = self.stop.cancelled() => return record,
+            _ = &mut stopped => return record,
             connected = self.connect() => connected,
         };
         drop(permit);
@@ -210,7 +216,7 @@ impl Client {
 
         loop {
             let next = tokio::select! {
-                _ = self.stop.cancelled() => return record,
+                _ = &mut stopped => return record,
                 next = ws.next() => next,
             };
             let text = match next {

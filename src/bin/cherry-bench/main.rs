@@ -49,6 +49,12 @@ struct Cli {
     /// The `cherry-bridge` binary; by default the one next to this tool.
     #[arg(long)]
     bridge: Option<PathBuf>,
+
+    /// Scheduling niceness for this tool and the processes it starts (the
+    /// bridge and the floor alike), e.g. -10 on a machine shared with
+    /// other work; lowering it needs privileges. Unchanged by default.
+    #[arg(long, allow_hyphen_values = true)]
+    nice: Option<i32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +115,12 @@ async fn bench(cli: &Cli) -> Result<(), String> {
         None => notes.push(format!(
             "fd limit {fd_limit} for this tool and its children"
         )),
+    }
+    if let Some(nice) = cli.nice {
+        match process::set_niceness(nice) {
+            Ok(()) => notes.push(format!("ran at niceness {nice}, bridge and floor alike")),
+            Err(why) => notes.push(format!("could not set niceness {nice}: {why}")),
+        }
     }
     let sockets = scale.account_sockets + scale.subscribed_sockets + scale.global_sockets;
     if (fd_limit as usize) < sockets.max(scale.storm_sockets) + 100 {

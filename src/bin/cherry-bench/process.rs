@@ -244,3 +244,14 @@ pub fn raise_fd_limit() -> (u64, Option<String>) {
     }
     (limit.rlim_max, None)
 }
+
+/// Sets this process's niceness; the children it starts inherit it.
+pub fn set_niceness(nice: i32) -> Result<(), String> {
+    // SAFETY: setpriority has no memory-safety preconditions; `0` names
+    // this process.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}

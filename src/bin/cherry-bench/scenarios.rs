@@ -80,7 +80,12 @@ const MISSED_AFTER_MS: f64 = 1_100.0;
 
 const READY_WAIT: Duration = Duration::from_secs(120);
 
-/// Starts a scenario's target and connects both gRPC clients.
+/// CPU time this tool has used so far.
+fn own_cpu() -> Duration {
+    crate::process::cpu_time(std::process::id()).unwrap_or_default()
+}
+
+/// Starts a scenario's target.
 async fn start(kind: Kind, programs: &Programs, label: &str) -> Result<Target, String> {
     let programs = programs.clone();
     let label = label.to_owned();
@@ -145,6 +150,8 @@ struct FanOut {
     messages_per_second: f64,
     bytes_per_second: f64,
     cpu_percent: f64,
+    /// This tool's own CPU over the window: the clients and agents.
+    client_cpu_percent: f64,
     rss_mib: f64,
     failed: usize,
 }
@@ -250,6 +257,12 @@ pub async fn fan_out(
             floor.cpu_percent,
         ),
         ("server RSS", "MiB", bridge.rss_mib, floor.rss_mib),
+        (
+            "bench clients' CPU",
+            "% of a core",
+            bridge.client_cpu_percent,
+            floor.client_cpu_percent,
+        ),
     ] {
         rows.push(Row {
             scenario: "fan-out",
@@ -302,12 +315,14 @@ async fn fan_out_run(
     sleep(Duration::from_secs(3)).await;
 
     let cpu_before = target.cpu();
+    let own_cpu_before = own_cpu();
     let from_us = crate::wire::now_us();
     let started = tokio::time::Instant::now();
     sleep(scale.window).await;
     let to_us = crate::wire::now_us();
     let elapsed = started.elapsed();
     let cpu = target.cpu().saturating_sub(cpu_before);
+    let own_cpu = own_cpu().saturating_sub(own_cpu_before);
     let rss_kib = target.rss_kib();
 
     let records = fleet.finish().await;
@@ -334,6 +349,7 @@ async fn fan_out_run(
             / elapsed.as_secs_f64()
             / (1024.0 * 1024.0),
         cpu_percent: cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+        client_cpu_percent: own_cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0,
         rss_mib: rss_kib as f64 / 1024.0,
         failed: failures(&records),
     };
