@@ -2,6 +2,11 @@
 //! record when every frame arrived, how large it was, and for DATA_DYNAMIC
 //! the server's timestamp. Frames are not parsed as JSON; the envelope's
 //! fixed layout is enough (see `wire`).
+//!
+//! LIMITATION: the clients run on the same cores as the server they
+//! measure, so their own work (about as much CPU as the floor's) is part
+//! of every delay; and they do less than a browser, which parses each
+//! frame.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
