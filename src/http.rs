@@ -23,10 +23,20 @@ const READ_BUFFER: usize = 256;
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    // One wait on a child token for the listener's life, not a fresh one
+    // on the bridge-wide token per accepted connection.
+    let token = shared.shutdown.child_token();
+    let shutdown = token.cancelled();
+    tokio::pin!(shutdown);
     loop {
+        // Exempt from Tokio's cooperative budget: in a reconnect storm the
+        // listener would otherwise yield every 128 accepts behind thousands
+        // of handshakes, the kernel's accept queue would overflow, and the
+        // clients it dropped would wait a second for a SYN retransmission.
+        // It still yields as soon as the queue is empty.
         let (stream, peer) = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
+            _ = &mut shutdown => return,
+            accepted = tokio::task::unconstrained(listener.accept()) => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Typically out of file descriptors; back off briefly
