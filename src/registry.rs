@@ -345,7 +345,7 @@ impl Registry {
         // Agents report every machine every second from several streams at
         // once: do everything but the swap itself outside the lock.
         let live = Live {
-            json: to_json(&state),
+            json: state.to_json().into(),
             value: state,
             at: Instant::now(),
             stream,
