@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -210,14 +210,30 @@ async fn open_store(persistence: &Persistence) -> Result<(Option<Store>, Content
     Ok((Some(store), contents))
 }
 
+/// Connections the kernel may hold completed for us before we accept them.
+/// The standard library's 128 overflows when thousands of dashboards
+/// reconnect at once (after a restart, say); an overflowed handshake costs
+/// the client a SYN retransmission, a second or more. The kernel caps it at
+/// `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 8192;
+
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|error| StartError::Bind {
-            listener,
-            addr,
-            error,
-        })
+    let bound = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // As `TcpListener::bind` does: a restarted bridge can listen again
+        // while old connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    };
+    bound().map_err(|error| StartError::Bind {
+        listener,
+        addr,
+        error,
+    })
 }
 
 fn local_addr(

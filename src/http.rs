@@ -33,12 +33,25 @@ use crate::websocket::session;
 /// its token and machine list, headers). hyper's own bound is far larger.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
+/// Bytes a socket reads at a time; see `route`.
+const READ_BUFFER: usize = 256;
+
 /// Accepts connections until shutdown, over TLS when `tls` is given.
 pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    // One wait on a child token for the listener's life, not a fresh one
+    // on the bridge-wide token per accepted connection.
+    let token = shared.shutdown.child_token();
+    let shutdown = token.cancelled();
+    tokio::pin!(shutdown);
     loop {
+        // Exempt from Tokio's cooperative budget: in a reconnect storm the
+        // listener would otherwise yield every 128 accepts behind thousands
+        // of handshakes, the kernel's accept queue would overflow, and the
+        // clients it dropped would wait a second for a SYN retransmission.
+        // It still yields as soon as the queue is empty.
         let (stream, peer) = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
+            _ = &mut shutdown => return,
+            accepted = tokio::task::unconstrained(listener.accept()) => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Typically out of file descriptors; back off briefly
@@ -117,8 +130,12 @@ async fn route(
         ));
     }
 
+    // The bridge mostly writes. tungstenite zero-fills its whole read
+    // buffer before every read attempt, and a session attempts one each time
+    // it wakes, so a large one costs memory per socket and a memset per
+    // tick; client frames are pings and closes, which fit in 256 bytes.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(shared.config.max_client_frame))
         .max_frame_size(Some(shared.config.max_client_frame));

@@ -13,20 +13,34 @@ use crate::outbox::Periodic;
 
 pub fn spawn(shared: &Arc<Shared>) {
     let intervals = shared.config.intervals;
-    for (kind, period) in [
-        (Periodic::State, intervals.state),
-        (Periodic::Connections, intervals.connections),
-        (Periodic::Disks, intervals.disks),
+    let start = Instant::now();
+    // The slower cadences run half a state interval out of step with the
+    // state cadence: were they to fall on the same instant, every tenth
+    // DATA_DYNAMIC would queue behind a second full fan-out and reach the
+    // sockets served last more than a tick after the one before.
+    let offset = intervals.state / 2;
+    for (kind, period, first) in [
+        (Periodic::State, intervals.state, start + intervals.state),
+        (
+            Periodic::Connections,
+            intervals.connections,
+            start + intervals.connections + offset,
+        ),
+        (
+            Periodic::Disks,
+            intervals.disks,
+            start + intervals.disks + offset,
+        ),
     ] {
-        shared.tasks.spawn(run(shared.clone(), kind, period));
+        shared.tasks.spawn(run(shared.clone(), kind, first, period));
     }
 }
 
-async fn run(shared: Arc<Shared>, kind: Periodic, period: Duration) {
-    // Connections get a snapshot when they open, so the first tick is one
-    // period away. A tick that falls behind is skipped, not bunched: a
-    // frontend wants the latest picture, not a burst of old ones.
-    let mut ticks = interval_at(Instant::now() + period, period);
+async fn run(shared: Arc<Shared>, kind: Periodic, first: Instant, period: Duration) {
+    // Connections get a snapshot when they open, so the first tick is (at
+    // least) one period away. A tick that falls behind is skipped, not
+    // bunched: a frontend wants the latest picture, not a burst of old ones.
+    let mut ticks = interval_at(first, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {

@@ -140,14 +140,22 @@ async fn serve(
     _slot: OwnedSemaphorePermit,
 ) {
     let (pending, ordered) = mpsc::channel(REPLY_BUFFER);
-    shared
-        .tasks
-        .spawn(reply_in_order(ordered, replies, shared.shutdown.clone()));
+    shared.tasks.spawn(reply_in_order(
+        ordered,
+        replies,
+        shared.shutdown.child_token(),
+    ));
 
     let mut identity = None;
+    // A child token, waited on by one future for the whole stream: polling
+    // the bridge-wide token locks state it shares with every socket and
+    // stream, and a select polls it for each message an agent sends.
+    let token = shared.shutdown.child_token();
+    let shutdown = token.cancelled();
+    tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            _ = &mut shutdown => break,
             next = inbound.message() => match next {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
@@ -163,7 +171,7 @@ async fn serve(
 
         let answered = answer(&shared, &mut identity, message);
         let queued = tokio::select! {
-            _ = shared.shutdown.cancelled() => false,
+            _ = &mut shutdown => false,
             queued = pending.send(Ok(answered)) => queued.is_ok(),
         };
         if !queued {

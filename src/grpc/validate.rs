@@ -188,17 +188,21 @@ pub fn agent_properties(
     Ok((uuid, facts))
 }
 
+/// Agents send one of these per machine every second, so the field paths
+/// of its error messages are only built for a field that fails.
 pub fn state(prefix: &str, message: &proto::MachineState) -> Result<MachineState> {
     let vcpu = u32::try_from(message.vcpu)
         .map_err(|_| FieldError::new(at(prefix, "vcpu"), "must not be negative"))?;
     let ram_max = message
         .ram_max
-        .map(|value| non_negative(&at(prefix, "ram_max"), value))
-        .transpose()?;
+        .map(|value| non_negative("", value))
+        .transpose()
+        .map_err(within(prefix, "ram_max"))?;
     let ram_used = message
         .ram_used
-        .map(|value| non_negative(&at(prefix, "ram_used"), value))
-        .transpose()?;
+        .map(|value| non_negative("", value))
+        .transpose()
+        .map_err(within(prefix, "ram_used"))?;
     let ras_port = message
         .ras_port
         .map(|port| {
@@ -211,16 +215,25 @@ pub fn state(prefix: &str, message: &proto::MachineState) -> Result<MachineState
         })
         .transpose()?;
     Ok(MachineState {
-        uuid: uuid(&at(prefix, "uuid"), &message.uuid)?,
+        uuid: uuid("", &message.uuid).map_err(within(prefix, "uuid"))?,
         active: message.active,
         loading: message.loading,
         vcpu,
         ram_max,
         ram_used,
-        boot_timestamp: timestamp(&at(prefix, "boot_timestamp"), &message.boot_timestamp)?,
-        ras_ip: bounded_opt(&at(prefix, "ras_ip"), &message.ras_ip, MAX_NAME)?,
+        boot_timestamp: timestamp("", &message.boot_timestamp)
+            .map_err(within(prefix, "boot_timestamp"))?,
+        ras_ip: bounded_opt("", &message.ras_ip, MAX_NAME).map_err(within(prefix, "ras_ip"))?,
         ras_port,
     })
+}
+
+/// Puts the path of the failed field into an error raised without one.
+fn within<'a>(prefix: &'a str, field: &'a str) -> impl FnOnce(FieldError) -> FieldError + 'a {
+    move |error| FieldError {
+        field: at(prefix, field),
+        reason: error.reason,
+    }
 }
 
 pub fn disks(prefix: &str, message: &proto::MachineDisks) -> Result<MachineDisks> {

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
@@ -53,7 +54,10 @@ pub async fn run(
         }
     };
 
-    let (admission, expires_at) = match admit(&shared, endpoint, query.as_deref()) {
+    let admitted = admit(&shared, endpoint, query.as_deref());
+    // The token is not needed again; do not keep it for the session's life.
+    drop(query);
+    let (admission, expires_at) = match admitted {
         Ok(admitted) => admitted,
         Err((reason, account)) => {
             info!(
@@ -157,11 +161,17 @@ async fn pump(
 ) -> Ending {
     let expiry = sleep_until(expires_at);
     tokio::pin!(expiry);
+    // A child token, waited on by one future for the whole session: every
+    // select below polls it, and polling the bridge-wide token locks state
+    // shared by every socket, at every tick.
+    let token = shared.shutdown.child_token();
+    let shutdown = token.cancelled();
+    tokio::pin!(shutdown);
 
     loop {
         let wake = tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => Wake::Close(Close::ShuttingDown),
+            _ = &mut shutdown => Wake::Close(Close::ShuttingDown),
             _ = &mut expiry => Wake::Close(Close::TokenExpired),
             batch = outbox.next_batch() => match batch {
                 Batch::Close(reason) => Wake::Close(reason),
@@ -182,7 +192,7 @@ async fn pump(
                     }
                     ws.flush().await
                 };
-                match interruptible(write, outbox, shared, expiry.as_mut()).await {
+                match interruptible(write, outbox, &token, expiry.as_mut()).await {
                     Written::Done => {}
                     Written::Lost => return Ending::Lost,
                     Written::Interrupted(reason) => return close(ws, reason).await,
@@ -199,7 +209,7 @@ async fn pump(
                     // tungstenite queued the pong, keeping only the latest,
                     // so a ping flood holds no memory. A flooder that reads
                     // nothing blocks this flush as it would a write.
-                    match interruptible(ws.flush(), outbox, shared, expiry.as_mut()).await {
+                    match interruptible(ws.flush(), outbox, &token, expiry.as_mut()).await {
                         Written::Done => {}
                         Written::Lost => return Ending::Lost,
                         Written::Interrupted(reason) => return close(ws, reason).await,
@@ -233,7 +243,7 @@ enum Written {
 async fn interruptible(
     write: impl Future<Output = Result<(), WsError>>,
     outbox: &Outbox,
-    shared: &Shared,
+    shutdown: &CancellationToken,
     expiry: Pin<&mut Sleep>,
 ) -> Written {
     tokio::select! {
@@ -246,7 +256,7 @@ async fn interruptible(
             Some(reason) => Written::Interrupted(reason),
             None => Written::Done,
         },
-        _ = shared.shutdown.cancelled() => Written::Interrupted(Close::ShuttingDown),
+        _ = shutdown.cancelled() => Written::Interrupted(Close::ShuttingDown),
         _ = expiry => Written::Interrupted(Close::TokenExpired),
     }
 }
