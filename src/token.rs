@@ -64,7 +64,8 @@ pub struct ClaimChecks {
 const LONGEST_SESSION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// The claims the bridge reads. `permissions` and `account_type` describe the
-/// account when the directory does not.
+/// account when the directory does not; they are read loosely (any JSON),
+/// so that odd values there never stop the directory from deciding.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -72,9 +73,27 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_type: Option<String>,
+    pub account_type: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub permissions: Option<u64>,
+    pub permissions: Option<serde_json::Value>,
+}
+
+impl Claims {
+    /// The account type and permissions the claims describe, if they
+    /// describe one: a known account type and, if present, a permission
+    /// mask that is a non-negative integer.
+    fn described_account(&self) -> Option<(AccountType, u64)> {
+        let account_type = self
+            .account_type
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(AccountType::parse)?;
+        let permissions = match &self.permissions {
+            None => 0,
+            Some(value) => value.as_u64()?,
+        };
+        Some((account_type, permissions))
+    }
 }
 
 /// What a valid access token says.
@@ -83,7 +102,9 @@ pub struct Verified {
     pub account: Uuid,
     /// Seconds since the epoch; the session ends at this moment.
     pub expires_at: u64,
-    /// The account as the token describes it, if it does.
+    /// The account as the token describes it, if it does. Claims that do
+    /// not read as an account leave this empty: the directory decides, and
+    /// an account it does not hold is unknown (4401).
     pub claimed: Option<(AccountType, u64)>,
 }
 
@@ -152,17 +173,10 @@ impl TokenVerifier {
             return Err(Close::NotAccessToken);
         }
         let account = Uuid::parse_str(&claims.sub).map_err(|_| Close::InvalidToken)?;
-        let claimed = match claims.account_type.as_deref() {
-            None => None,
-            Some(text) => {
-                let account_type = AccountType::parse(text).ok_or(Close::InvalidToken)?;
-                Some((account_type, claims.permissions.unwrap_or(0)))
-            }
-        };
         Ok(Verified {
             account,
             expires_at: claims.exp,
-            claimed,
+            claimed: claims.described_account(),
         })
     }
 }
@@ -187,8 +201,8 @@ pub fn mint(secret: &[u8], request: &TokenRequest) -> Result<String, jsonwebtoke
         sub: request.account.to_string(),
         exp: (now + request.lifetime).as_secs(),
         token_type: Some(request.token_type.clone()),
-        account_type: request.account_type.map(|t| t.as_str().to_owned()),
-        permissions: request.permissions,
+        account_type: request.account_type.map(|t| t.as_str().into()),
+        permissions: request.permissions.map(Into::into),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
