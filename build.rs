@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("bridge_descriptor.bin"),
         compiler.encode_file_descriptor_set(),
     )?;
-    tonic_prost_build::configure().compile_fds(compiler.file_descriptor_set())?;
+    // Every service decodes through the bridge's own codec, which refuses
+    // an unreadable message as INVALID_ARGUMENT (see src/grpc/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::BridgeCodec")
+        .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -281,7 +281,13 @@ fn apply(
     identity: &mut Option<Identity>,
     body: Option<Body>,
 ) -> Result<Durable, Rejected> {
-    let body = body.ok_or_else(|| FieldError::new("body", "must be set"))?;
+    // The codec leaves the body out of a message it could not read.
+    let body = body.ok_or_else(|| {
+        FieldError::new(
+            "body",
+            "missing, or not readable protobuf (a string that is not UTF-8, say)",
+        )
+    })?;
     let registry = &shared.registry;
 
     let stream = match (&body, identity.as_ref()) {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod codec;
 pub mod control;
 pub mod validate;
 pub mod view;

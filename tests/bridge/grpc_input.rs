@@ -251,3 +251,123 @@ async fn a_missing_or_wrong_agent_token_is_unauthenticated() {
         .expect_err("refused");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+/// An agent message whose properties carry a name as raw bytes, so a test
+/// can send a name that is not UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LooseAgentMessage {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(message, optional, tag = "2")]
+    hello: Option<proto::Hello>,
+    #[prost(message, optional, tag = "3")]
+    properties: Option<LooseProperties>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LooseProperties {
+    #[prost(string, tag = "1")]
+    uuid: String,
+    #[prost(bytes = "vec", tag = "2")]
+    name: Vec<u8>,
+}
+
+fn with_agent_token<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {AGENT_TOKEN}").parse().expect("ASCII");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+#[tokio::test]
+async fn an_unreadable_message_is_rejected_by_its_sequence_and_the_stream_goes_on() {
+    let mut bridge = TestBridge::start().await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", bridge.bridge.grpc_addr()))
+            .expect("valid URI")
+            .connect()
+            .await
+            .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+
+    let machine = Uuid::new_v4();
+    let properties = |seq: u64, name: &[u8]| LooseAgentMessage {
+        seq,
+        hello: None,
+        properties: Some(LooseProperties {
+            uuid: machine.to_string(),
+            name: name.to_vec(),
+        }),
+    };
+    let messages = vec![
+        LooseAgentMessage {
+            seq: 1,
+            hello: Some(proto::Hello {
+                agent_id: "loose".to_owned(),
+            }),
+            properties: None,
+        },
+        properties(2, b"caf\xe9"),
+        properties(3, b"cafe"),
+    ];
+    let mut replies = grpc
+        .streaming(
+            with_agent_token(tokio_stream::iter(messages)),
+            hyper::http::uri::PathAndQuery::from_static("/cherry.bridge.v1.AgentService/Stream"),
+            tonic_prost::ProstCodec::<LooseAgentMessage, proto::AgentReply>::default(),
+        )
+        .await
+        .expect("stream opens")
+        .into_inner();
+
+    let mut outcomes = Vec::new();
+    while let Some(reply) = replies.message().await.expect("the stream stays healthy") {
+        outcomes.push((reply.seq, rejected_field(&reply)));
+        if outcomes.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        outcomes,
+        [(1, None), (2, Some("body".to_owned())), (3, None)]
+    );
+    let listed = bridge.list_machines().await;
+    assert_eq!(
+        listed[0]
+            .properties
+            .as_ref()
+            .and_then(|p| p.title.clone())
+            .as_deref(),
+        Some("cafe")
+    );
+
+    // The same bytes on a unary call are INVALID_ARGUMENT, naming the field.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct LooseUpsert {
+        #[prost(message, optional, tag = "1")]
+        machine: Option<LooseProperties>,
+    }
+    grpc.ready().await.expect("ready");
+    let status = grpc
+        .unary(
+            with_agent_token(LooseUpsert {
+                machine: Some(LooseProperties {
+                    uuid: machine.to_string(),
+                    name: b"caf\xe9".to_vec(),
+                }),
+            }),
+            hyper::http::uri::PathAndQuery::from_static(
+                "/cherry.bridge.v1.ControlService/UpsertMachine",
+            ),
+            tonic_prost::ProstCodec::<LooseUpsert, proto::UpsertMachineResponse>::default(),
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("MachineDecision.title"),
+        "{}",
+        status.message()
+    );
+}
