@@ -12,7 +12,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
@@ -217,6 +217,11 @@ async fn pump(
                 }
                 // Clients carry no commands in this version.
                 Some(Ok(_)) => {}
+                // A client that vanished without a close frame (its process
+                // died, say) broke no rule: the connection is just lost.
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => {
+                    return Ending::Lost;
+                }
                 Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))
                 | Some(Err(WsError::Protocol(_)))
                 | Some(Err(WsError::Utf8(_))) => {

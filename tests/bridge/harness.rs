@@ -343,6 +343,11 @@ impl Client {
         Client { ws }
     }
 
+    /// The TCP connection underneath, to end it without a close frame.
+    pub fn into_stream(self) -> MaybeTlsStream<TcpStream> {
+        self.ws.into_inner()
+    }
+
     pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         Client { ws }
     }

@@ -219,3 +219,18 @@ async fn close_reasons_never_carry_the_token() {
     assert!(!reason.contains(&token));
     assert!(!reason.contains(std::str::from_utf8(SECRET).expect("ASCII")));
 }
+
+#[tokio::test]
+async fn a_client_that_vanishes_without_a_close_frame_is_lost_not_malformed() {
+    let bridge = TestBridge::start().await;
+    let mut socket = bridge.connect("global", &viewer_token(), "").await;
+    socket.connect_messages().await;
+    // End the TCP connection cleanly but without a WebSocket close frame.
+    drop(socket.into_stream());
+
+    metrics_until(&bridge, "a lost connection", |text| {
+        text.contains("code=\"lost\"")
+    })
+    .await;
+    assert!(!metrics(&bridge).await.contains("code=\"1008\""));
+}
