@@ -204,7 +204,7 @@ fn print_banner(
     println!(
         "\ncherry-bridge demo: {MACHINES} simulated machines boot, run, shut down and sometimes fail.\n\
          \n\
-         Open these in any WebSocket client (tokens valid for 24 hours):\n\
+         Open these in any WebSocket client (tokens valid for 24 hours; quote them in a shell):\n\
          \n\
          administrator with VIEW_ALL_VMS, every machine:\n  {ws}/global?access_token={administrator}\n\
          \n\
