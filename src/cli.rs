@@ -113,7 +113,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CHERRY_UPGRADE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub upgrade_timeout: Duration,
 
-    /// Largest gRPC message, in bytes; larger fails with OUT_OF_RANGE.
+    /// Largest gRPC message, in bytes; larger fails with RESOURCE_EXHAUSTED.
     #[arg(long, env = "CHERRY_MAX_GRPC_MESSAGE", default_value_t = MAX_GRPC_MESSAGE)]
     pub max_grpc_message: usize,
 

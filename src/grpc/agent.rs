@@ -163,7 +163,7 @@ async fn serve(
                     warn!(agent = agent_name(&identity), code = ?status.code(), "agent stream broke");
                     // A message too large or undecodable ends the stream;
                     // the agent learns why after the replies before it.
-                    let _ = pending.try_send(Err(status));
+                    let _ = pending.try_send(Err(super::oversized_is_exhaustion(status)));
                     break;
                 }
             },

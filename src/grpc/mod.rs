@@ -18,6 +18,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::{Request, Status};
+use tower::util::MapResponseLayer;
 
 use crate::bridge::Shared;
 use agent::AgentStreams;
@@ -66,6 +67,34 @@ impl Interceptor for AgentAuth {
     }
 }
 
+/// tonic refuses a message over `--max-grpc-message` with OUT_OF_RANGE;
+/// the bridge answers RESOURCE_EXHAUSTED, as gRPC's own servers do for a
+/// message too large. The bridge itself never answers OUT_OF_RANGE.
+pub fn oversized_is_exhaustion(status: Status) -> Status {
+    if status.code() != tonic::Code::OutOfRange {
+        return status;
+    }
+    Status::resource_exhausted(status.message().to_owned())
+}
+
+/// The same, for a call refused before its handler ran: the status is in
+/// the response headers (a trailers-only response).
+fn oversized_response_is_exhaustion<B>(mut response: hyper::Response<B>) -> hyper::Response<B> {
+    let out_of_range = i32::from(tonic::Code::OutOfRange).to_string();
+    let headers = response.headers_mut();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|code| code.as_bytes() == out_of_range.as_bytes())
+    {
+        let exhausted = i32::from(tonic::Code::ResourceExhausted).to_string();
+        headers.insert(
+            "grpc-status",
+            exhausted.parse().expect("digits are a header value"),
+        );
+    }
+    response
+}
+
 /// A reflection builder that knows every service served here, so that both
 /// reflection versions list the same services, each other included.
 fn reflection() -> tonic_reflection::server::Builder<'static> {
@@ -106,7 +135,8 @@ pub async fn serve(
         .max_decoding_message_size(max_message);
     let control = InterceptedService::new(control, auth);
 
-    let mut server = Server::builder();
+    let mut server =
+        Server::builder().layer(MapResponseLayer::new(oversized_response_is_exhaustion));
     if let Some(identity) = &shared.config.tls {
         server = server.tls_config(identity.grpc(shared.config.upgrade_timeout))?;
     }

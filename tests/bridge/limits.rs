@@ -1,6 +1,6 @@
 //! Every configured limit and its outcome: connections in total and per
 //! account (1013), the upgrade deadline (dropped), client frames (1008),
-//! gRPC message size (OUT_OF_RANGE: tonic's code for it) and agent streams
+//! gRPC message size (RESOURCE_EXHAUSTED) and agent streams
 //! (RESOURCE_EXHAUSTED).
 
 use std::time::Duration;
@@ -192,10 +192,9 @@ async fn a_grpc_message_over_the_bound_is_refused_unread() {
     assert_too_large(&status);
 }
 
-/// tonic 0.14 refuses an oversized message with OUT_OF_RANGE (gRPC's own
-/// servers use RESOURCE_EXHAUSTED), naming the limit.
+/// An oversized message is RESOURCE_EXHAUSTED, naming the limit.
 fn assert_too_large(status: &tonic::Status) {
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().contains("the limit is: 4096 bytes"),
         "{status:?}"
