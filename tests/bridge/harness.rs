@@ -169,6 +169,21 @@ pub fn mint(
     })
 }
 
+/// Signs arbitrary claims with the test secret, for tokens `mint` would
+/// never make.
+pub fn sign(claims: &Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET).expect("an HS256 key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).expect("claims encode")
+}
+
+/// Seconds since the epoch, for hand-written `exp` claims.
+pub fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs()
+}
+
 pub fn mint_with(request: TokenRequest) -> String {
     token::mint(SECRET, &request).expect("token mints")
 }

@@ -162,43 +162,24 @@ async fn odd_claims_never_overrule_the_directory() {
         (json!("administrative"), json!("1")),
         (json!("administrative"), json!(1.5)),
     ] {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after the epoch")
-            .as_secs();
-        let claims = json!({
-            "sub": account.to_string(),
-            "exp": now + 600,
-            "token_type": "access",
-            "account_type": account_type,
-            "permissions": permissions,
-        });
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET).expect("key"),
-        )
-        .expect("encodes");
+        let claims = |account: Uuid| {
+            json!({
+                "sub": account.to_string(),
+                "exp": now_seconds() + 600,
+                "token_type": "access",
+                "account_type": account_type,
+                "permissions": permissions,
+            })
+        };
         // The directory knows the account: its VIEW_ALL_VMS opens `global`.
+        let token = sign(&claims(account));
         bridge
             .connect("global", &token, "")
             .await
             .connect_messages()
             .await;
         // An account it does not know, with such claims, is unknown.
-        let stranger = json!({
-            "sub": Uuid::new_v4().to_string(),
-            "exp": now + 600,
-            "token_type": "access",
-            "account_type": claims["account_type"],
-            "permissions": claims["permissions"],
-        });
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &stranger,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET).expect("key"),
-        )
-        .expect("encodes");
+        let token = sign(&claims(Uuid::new_v4()));
         let (code, reason) = bridge.connect("account", &token, "").await.closed().await;
         assert_eq!((code, reason.as_str()), (4401, "Unknown account."));
     }

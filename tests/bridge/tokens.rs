@@ -35,26 +35,14 @@ async fn token_failures_close_with_4401() {
     .expect("mints");
     let refresh = mint_with(request(Duration::from_secs(60), "refresh"));
     let unknown_account = mint(Uuid::new_v4(), None, None);
-    let expired = {
-        // A token that expired a minute ago.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after the epoch")
-            .as_secs();
-        let claims = serde_json::json!({
-            "sub": Uuid::new_v4().to_string(),
-            "exp": now - 60,
-            "token_type": "access",
-            "account_type": "administrative",
-            "permissions": 1,
-        });
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET).expect("key"),
-        )
-        .expect("encodes")
-    };
+    // A token that expired a minute ago.
+    let expired = sign(&serde_json::json!({
+        "sub": Uuid::new_v4().to_string(),
+        "exp": now_seconds() - 60,
+        "token_type": "access",
+        "account_type": "administrative",
+        "permissions": 1,
+    }));
 
     let cases = [
         (
