@@ -357,13 +357,48 @@ fn disk_summary(disks: &Value) -> Vec<(bool, String, String)> {
         .collect()
 }
 
+/// One test's world: a test-driver file, the connection the agent and the
+/// test share, a bridge, the agent between them and a frontend on `global`.
+struct Scene {
+    _driver: DriverFile,
+    connection: Connect,
+    bridge: Bridge,
+    agent: RunningAgent,
+    frontend: Frontend,
+}
+
+impl Scene {
+    async fn start() -> Scene {
+        let driver = DriverFile::write();
+        let connection = driver.connect();
+        let bridge = start_bridge().await;
+        let agent = RunningAgent::start(agent_config(&bridge), &connection);
+        let frontend = Frontend::open(&bridge).await;
+        Scene {
+            _driver: driver,
+            connection,
+            bridge,
+            agent,
+            frontend,
+        }
+    }
+}
+
+/// Stops the agent before the bridge, so the bridge sees a clean end.
+async fn stop_both(agent: RunningAgent, bridge: Bridge) {
+    agent.stop().await;
+    bridge.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_domain_appears_with_its_disks_state_and_console_port() {
-    let driver = DriverFile::write();
-    let connection = driver.connect();
-    let bridge = start_bridge().await;
-    let agent = RunningAgent::start(agent_config(&bridge), &connection);
-    let mut frontend = Frontend::open(&bridge).await;
+    let Scene {
+        _driver,
+        connection: _,
+        bridge,
+        agent,
+        mut frontend,
+    } = Scene::start().await;
 
     frontend
         .until("all three machines with state and disk usage", |picture| {
@@ -428,17 +463,18 @@ async fn every_domain_appears_with_its_disks_state_and_console_port() {
     assert!(picture.events.is_empty(), "nothing happened, so no events");
 
     drop(frontend);
-    agent.stop().await;
-    bridge.stop().await;
+    stop_both(agent, bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starting_and_stopping_domains_sends_lifecycle_events_and_state() {
-    let driver = DriverFile::write();
-    let connection = driver.connect();
-    let bridge = start_bridge().await;
-    let agent = RunningAgent::start(agent_config(&bridge), &connection);
-    let mut frontend = Frontend::open(&bridge).await;
+    let Scene {
+        _driver,
+        connection,
+        bridge,
+        agent,
+        mut frontend,
+    } = Scene::start().await;
     frontend
         .until("the first state of every machine", |picture| {
             picture.has_state_of(&[ALPHA, BETA, GAMMA])
@@ -492,17 +528,18 @@ async fn starting_and_stopping_domains_sends_lifecycle_events_and_state() {
     assert!(frontend.picture.events_of(GAMMA).is_empty());
 
     drop(frontend);
-    agent.stop().await;
-    bridge.stop().await;
+    stop_both(agent, bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defined_and_undefined_domains_come_and_go() {
-    let driver = DriverFile::write();
-    let connection = driver.connect();
-    let bridge = start_bridge().await;
-    let agent = RunningAgent::start(agent_config(&bridge), &connection);
-    let mut frontend = Frontend::open(&bridge).await;
+    let Scene {
+        _driver,
+        connection,
+        bridge,
+        agent,
+        mut frontend,
+    } = Scene::start().await;
     frontend
         .until("the first state of every machine", |picture| {
             picture.has_state_of(&[ALPHA, BETA, GAMMA])
@@ -539,8 +576,7 @@ async fn defined_and_undefined_domains_come_and_go() {
     assert!(frontend.picture.properties.contains_key(ALPHA));
 
     drop(frontend);
-    agent.stop().await;
-    bridge.stop().await;
+    stop_both(agent, bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,8 +678,7 @@ async fn an_unreachable_hypervisor_reports_nothing_until_it_is_back() {
     );
 
     drop(frontend);
-    agent.stop().await;
-    bridge.stop().await;
+    stop_both(agent, bridge).await;
 }
 
 /// A new bridge on the old ports; the old listeners may take a moment to
