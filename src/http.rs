@@ -37,6 +37,9 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 const READ_BUFFER: usize = 256;
 
 /// Accepts connections until shutdown, over TLS when `tls` is given.
+// LIMITATION: a connection still sending its upgrade request is not counted
+// against `--max-connections`; the upgrade deadline and the process's
+// file-descriptor limit bound how many there are.
 pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     // One wait on a child token for the listener's life, not a fresh one
     // on the bridge-wide token per accepted connection.

@@ -66,6 +66,8 @@ const LONGEST_SESSION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// The claims the bridge reads. `permissions` and `account_type` describe the
 /// account when the directory does not; they are read loosely (any JSON),
 /// so that odd values there never stop the directory from deciding.
+// LIMITATION: `exp` must be an integer; a fractional NumericDate, which
+// RFC 7519 allows, is refused with 4401.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -193,6 +195,8 @@ pub struct TokenRequest {
 }
 
 /// Signs an HS256 token with the shared secret.
+// LIMITATION: no `iss` or `aud`, so these tokens are refused by a bridge
+// configured to require them.
 pub fn mint(secret: &[u8], request: &TokenRequest) -> Result<String, jsonwebtoken::errors::Error> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

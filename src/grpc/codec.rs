@@ -67,6 +67,8 @@ impl<U: Message + Default + 'static> Decoder for BridgeDecoder<U> {
             Err(error) => error,
         };
 
+        // LIMITATION: the stream's rejection names only `body`, not the
+        // broken field inside it; the unary answer names it.
         let unreadable_agent_message = (&U::default() as &dyn Any).is::<AgentMessage>();
         if !unreadable_agent_message {
             return Err(Status::invalid_argument(error.to_string()));

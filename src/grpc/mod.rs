@@ -106,7 +106,9 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .include_reflection_service(false)
 }
 
-/// Serves gRPC until shutdown. Messages over the configured size fail with
+/// Serves gRPC until shutdown.
+// LIMITATION: an HTTP/2 connection that stays idle after its handshake has
+// no deadline of its own. Messages over the configured size fail with
 /// RESOURCE_EXHAUSTED (tonic's answer) before they are read into memory.
 pub async fn serve(
     listener: TcpListener,

@@ -200,6 +200,8 @@ async fn pump(
             }
             Wake::Incoming(incoming) => match incoming {
                 None => return Ending::Lost,
+                // LIMITATION: a close frame with an invalid code is answered
+                // by tungstenite itself with 1002, not the contract's 1008.
                 Some(Ok(Message::Close(frame))) => {
                     // tungstenite queued the reply; send it.
                     let _ = timeout(CLOSE_GRACE, ws.flush()).await;
